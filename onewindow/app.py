@@ -1,0 +1,83 @@
+"""The composition root for HTTP: `create_app(settings)` wires every context into one litestar app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.types import ControllerRouterHandler
+from redis.asyncio import Redis
+
+import onewindow
+from onewindow.db import Database, PoolDatabase
+from onewindow.ops import ObserveMiddleware, OpsController
+from onewindow.problems import exception_handlers
+from onewindow.settings import Settings
+from onewindow.web import Resources, provide_conn, provide_settings
+from onewindow.worker import BackgroundWorker
+
+
+def route_handlers() -> list[ControllerRouterHandler]:
+    """Every context's controllers. Contexts add theirs here as their `http` modules appear."""
+    return [OpsController]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    extra_handlers: Sequence[ControllerRouterHandler] = (),
+) -> Litestar:
+    """Build the app. `db` replaces the pool (tests pass one connection inside a rolled-back transaction)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        database = db or await PoolDatabase.open(settings, settings.dsn)
+        redis = Redis.from_url(settings.redis_dsn, socket_timeout=5, socket_connect_timeout=2)
+        app.state.resources = Resources(settings=settings, db=database, redis=redis)
+        worker = BackgroundWorker(settings, database) if settings.run_worker else None
+        if worker is not None:
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            await redis.aclose()
+            if db is None:
+                await database.close()
+
+    app = Litestar(
+        route_handlers=[*route_handlers(), *extra_handlers],
+        lifespan=[lifespan],
+        dependencies={
+            "conn": Provide(provide_conn),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+        },
+        exception_handlers=exception_handlers(),
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="OneWindow",
+            version=onewindow.__version__,
+            description="One window for a city's citizen services. Errors are RFC 9457 problem+json.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+        ),
+        debug=False,
+    )
+    app.asgi_handler = ObserveMiddleware(app.asgi_handler)
+    return app
+
+
+def app_from_env() -> Litestar:
+    """uvicorn's factory for `--workers N`: each worker process builds its settings once, here."""
+    from onewindow.logs import configure_logging  # noqa: PLC0415
+    from onewindow.settings import load_settings  # noqa: PLC0415
+
+    settings = load_settings()
+    configure_logging(settings)
+    return create_app(settings)

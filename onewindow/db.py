@@ -1,0 +1,134 @@
+"""The database kernel: an asyncpg pool with jsonb <-> msgspec codecs, and transactions at the boundary.
+
+Store functions take a connection first and never commit. The boundary (a request's `conn`
+dependency, a job's wrapper, the outbox drainer) opens one transaction and commits it or rolls
+it back. In tests the same code runs on one connection inside a rolled-back transaction: a
+nested `transaction()` in asyncpg is a SAVEPOINT, so nothing here needs to know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
+
+import asyncpg
+import msgspec
+from asyncpg.pool import PoolConnectionProxy
+
+from onewindow.errors import Unavailable
+from onewindow.settings import Settings
+
+# What store functions take: a plain connection or one borrowed from the pool (a proxy to one).
+Connection = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+Pool = asyncpg.Pool[asyncpg.Record]
+
+# Errors that mean "the database is not reachable right now", not "the query is wrong".
+# Class 08 is connection exceptions, class 57 operator intervention (shutdown, restart).
+UNREACHABLE: tuple[type[Exception], ...] = (
+    ConnectionError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+# The same, plus OSError: what connecting can raise (refused, socket file gone).
+UNREACHABLE_ON_CONNECT: tuple[type[Exception], ...] = (OSError, *UNREACHABLE)
+
+_JSONB_VERSION = b"\x01"
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    return _JSONB_VERSION + msgspec.json.encode(value)
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return msgspec.json.decode(data[1:])
+
+
+def _encode_json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+async def register_codecs(conn: Connection) -> None:
+    """jsonb and json columns take and give Python values through msgspec (fast, and Structs encode)."""
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb, format="binary"
+    )
+    await conn.set_type_codec("json", schema="pg_catalog", encoder=_encode_json, decoder=msgspec.json.decode)
+
+
+class Database(Protocol):
+    """Where connections come from. The pool in production, one test connection in tests."""
+
+    def connection(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection, no transaction: raises `Unavailable` when PostgreSQL cannot be reached."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection inside a transaction, committed when the block ends without an error."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class PoolDatabase:
+    """The production `Database`: an asyncpg pool."""
+
+    def __init__(self, pool: Pool, *, acquire_timeout: float) -> None:
+        self.pool = pool
+        self._acquire_timeout = acquire_timeout
+
+    @classmethod
+    async def open(cls, settings: Settings, dsn: str) -> PoolDatabase:
+        """Create the pool. Connections are opened lazily, so this succeeds while PostgreSQL is down."""
+        pool = asyncpg.create_pool(
+            dsn,
+            min_size=0,
+            max_size=settings.db_pool_max,
+            command_timeout=settings.db_command_timeout,
+            init=register_codecs,
+            server_settings={"application_name": "onewindow", "timezone": "UTC"},
+        )
+        await pool
+        database = cls(pool, acquire_timeout=settings.db_acquire_timeout)
+        if settings.db_pool_min:
+            # Warm the pool, but a server that is not up yet must not stop start-up.
+            try:
+                async with database.connection():
+                    pass
+            except Unavailable:
+                pass
+        return database
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        try:
+            conn = await self.pool.acquire(timeout=self._acquire_timeout)
+        except UNREACHABLE_ON_CONNECT as exc:
+            raise Unavailable("The database cannot be reached; try again shortly.") from exc
+        try:
+            yield conn
+        finally:
+            await self.pool.release(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout=10)
+        except TimeoutError:
+            self.pool.terminate()
+
+
+async def connect(dsn: str) -> asyncpg.Connection[asyncpg.Record]:
+    """A single connection with OneWindow's codecs (the migration runner, LISTEN, tools)."""
+    conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(
+        dsn, server_settings={"application_name": "onewindow"}
+    )
+    await register_codecs(conn)
+    return conn

@@ -1,0 +1,30 @@
+"""The demo city: `onewindow seed --demo` and `onewindow serve --demo`.
+
+Every seeder is idempotent (it upserts by a natural key), and all of them run in one
+transaction, so running the seed twice changes nothing and a failed seed leaves nothing half
+done. Contexts add their seeders to `SEEDERS` as they land (departments, accounts, catalog,
+grids, Open311 services).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from onewindow.db import Connection, Database
+from onewindow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Seeder = Callable[[Connection, Settings], Awaitable[None]]
+
+SEEDERS: list[tuple[str, Seeder]] = []
+
+
+async def seed_demo(db: Database, settings: Settings) -> list[str]:
+    """Run every seeder in one transaction; return their names."""
+    async with db.transaction() as conn:
+        for name, seeder in SEEDERS:
+            await seeder(conn, settings)
+            log.info("demo seeded", extra={"part": name})
+    return [name for name, _ in SEEDERS]

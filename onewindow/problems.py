@@ -1,0 +1,169 @@
+"""RFC 9457 problem details: every error OneWindow answers with is mapped here, in one place.
+
+The reply is `application/problem+json` with a stable `type` (`urn:onewindow:problem:<slug>`,
+listed in docs/problems.md), a `title`, the `status`, a human `detail`, the `request_id` (the
+same id as in the logs), and for validation the offending fields as JSON Pointers. Nothing else
+leaks: no stack trace, no SQL, no exception text from an unexpected error.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+import redis.exceptions
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from onewindow.db import UNREACHABLE
+from onewindow.errors import DomainError, FieldError, Unavailable
+from onewindow.logs import request_id
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:onewindow:problem:"
+
+_SLUG_BY_STATUS = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    409: "conflict",
+    412: "precondition-failed",
+    413: "too-large",
+    415: "unsupported-media-type",
+    422: "validation",
+    429: "rate-limited",
+    500: "internal",
+    503: "unavailable",
+}
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    detail: str
+    request_id: str | None = None
+    errors: list[FieldError] = msgspec.field(default_factory=list)
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    detail: str,
+    *,
+    title: str | None = None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Problem]:
+    body = Problem(
+        type=TYPE_PREFIX + slug,
+        title=title or HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        request_id=request_id.get(),
+        errors=errors or [],
+    )
+    return Response(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _domain(_: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
+    if isinstance(exc, Unavailable):
+        log.warning("backing service unavailable", extra={"detail": exc.detail})
+    return problem_response(
+        exc.status, exc.type, exc.detail, title=exc.title, errors=list(exc.errors), headers=exc.headers
+    )
+
+
+# msgspec says e.g. "Expected `int`, got `str` - at `$.applicant.age`" or "... - at `$[0]`".
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+
+
+def _pointer(path: str) -> str:
+    """`$.a.b[0]` (msgspec's path) to `/a/b/0` (RFC 6901)."""
+    parts = re.findall(r"\.([^.\[]+)|\[(\d+)\]", path)
+    return "".join("/" + (name or index).replace("~", "~0").replace("/", "~1") for name, index in parts)
+
+
+def _field_errors(exc: ValidationException) -> list[FieldError]:
+    errors: list[FieldError] = []
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    for item in extra:
+        if not isinstance(item, dict):
+            continue
+        message = str(item.get("message", ""))
+        key = item.get("key")
+        match = _AT.match(message)
+        if match and match.group("path") is not None:
+            errors.append(FieldError(pointer=_pointer(match.group("path")), detail=match.group("message")))
+        elif key:
+            source = item.get("source")
+            prefix = f"{source}:" if source and source != "body" else "/"
+            errors.append(FieldError(pointer=f"{prefix}{key}", detail=message))
+        elif message:
+            errors.append(FieldError(pointer="", detail=message))
+    return errors
+
+
+def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
+    errors = _field_errors(exc)
+    detail = exc.detail if exc.detail and exc.detail != "Bad Request" else "The request is not valid."
+    if detail.startswith("Validation failed for"):
+        detail = "The request is not valid; see `errors` for each offending field."
+    return problem_response(400, "validation", detail, title="The request is not valid", errors=errors)
+
+
+def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    status = exc.status_code
+    slug = _SLUG_BY_STATUS.get(status, "bad-request" if status < 500 else "internal")
+    detail = exc.detail or HTTPStatus(status).phrase
+    if status == 413:
+        detail = "The request body is larger than this server accepts."
+    if status >= 500:
+        log.error("http error", extra={"status": status})
+        detail = HTTPStatus(status).phrase
+    headers = dict(exc.headers or {})
+    return problem_response(status, slug, detail, headers=headers)
+
+
+def _unreachable(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    log.warning("backing service unreachable", extra={"error": type(exc).__name__})
+    return problem_response(
+        503,
+        "unavailable",
+        "A service OneWindow depends on cannot be reached; try again shortly.",
+        title="Service temporarily unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
+def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    log.error("unexpected error", exc_info=exc)
+    return problem_response(
+        500,
+        "internal",
+        "Something went wrong on our side. Quote the request_id when you report it.",
+        title="Internal error",
+    )
+
+
+def exception_handlers() -> ExceptionHandlersMap:
+    handlers: ExceptionHandlersMap = {
+        DomainError: _domain,
+        ValidationException: _validation,
+        HTTPException: _http,
+        redis.exceptions.ConnectionError: _unreachable,
+        redis.exceptions.TimeoutError: _unreachable,
+        Exception: _unexpected,
+    }
+    for error in UNREACHABLE:
+        handlers[error] = _unreachable
+    return handlers

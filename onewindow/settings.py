@@ -1,0 +1,171 @@
+"""Settings: one object, built once at start-up and passed down.
+
+Nothing reads the environment at import time. `load_settings()` turns a bad value into a
+`SettingsError` whose message is one line naming the setting, so the CLI can stop cleanly.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from onewindow.errors import StartupError
+
+ENV_PREFIX = "ONEWINDOW_"
+
+
+class SettingsError(Exception):
+    """A setting has a value OneWindow cannot run with."""
+
+
+class Settings(BaseSettings):
+    """Every setting of OneWindow. README.md has the same list as a table: keep them together."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "ONEWINDOW_DATABASE_URL"),
+        description="PostgreSQL to use; unset: an embedded PostgreSQL in the data directory.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "ONEWINDOW_REDIS_URL"),
+        description="Redis to use; unset: an embedded Redis in the data directory.",
+    )
+    data_dir: Path = Field(
+        default=Path(".onewindow"),
+        description="Where embedded servers and stored files live.",
+    )
+    env: Literal["development", "production"] = Field(
+        default="development",
+        description="`production` hides development conveniences (e.g. one-time codes in the log).",
+    )
+    timezone: str = Field(default="UTC", description="The city's time zone (IANA name).")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json for machines, text for people."
+    )
+    db_pool_min: int = Field(default=2, ge=0, le=100)
+    db_pool_max: int = Field(default=20, ge=1, le=500)
+    db_command_timeout: float = Field(default=30.0, gt=0, description="Seconds before a query is abandoned.")
+    db_acquire_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds a request waits for a database connection before a 503."
+    )
+    migration_lock_wait: float = Field(
+        default=60.0, gt=0, description="Seconds to wait for another process that is migrating."
+    )
+    migration_lock_timeout: str = Field(
+        default="5s",
+        description="PostgreSQL lock_timeout for migration DDL, so a migration never queues traffic.",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body accepted (bytes); larger is a 413."
+    )
+    outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
+    outbox_max_attempts: int = Field(
+        default=10, ge=1, description="Failed deliveries before an event is dead-lettered."
+    )
+    outbox_sweep_seconds: float = Field(
+        default=5.0, gt=0, description="Safety-net sweep interval when no NOTIFY arrives."
+    )
+    outbox_retry_base_seconds: float = Field(
+        default=2.0, gt=0, description="First retry delay; doubles per attempt, capped at one hour."
+    )
+    outbox_retention_days: int = Field(
+        default=30, ge=1, description="Days delivered events are kept before the daily prune."
+    )
+    run_worker: bool = Field(
+        default=False, description="Run the background worker inside the HTTP process (set by embedded mode)."
+    )
+    demo: bool = Field(default=False, description="Seed the demo city at start-up.")
+    queue_name: str = Field(default="onewindow:queue", description="arq queue name in Redis.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("migration_lock_timeout")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+(ms|s|min)", value):
+            raise ValueError("not a PostgreSQL duration like 5s or 500ms")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgres://", "postgresql://")):
+            raise ValueError("must start with postgresql://")
+        return value or None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value or None
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Settings:
+        if self.db_pool_min > self.db_pool_max:
+            raise ValueError("ONEWINDOW_DB_POOL_MIN must not exceed ONEWINDOW_DB_POOL_MAX")
+        return self
+
+    @property
+    def dsn(self) -> str:
+        """DATABASE_URL, or the embedded server's once it runs."""
+        if self.database_url is None:
+            raise StartupError("DATABASE_URL is not set and no embedded PostgreSQL was started")
+        return self.database_url
+
+    @property
+    def redis_dsn(self) -> str:
+        """REDIS_URL, or the embedded server's once it runs."""
+        if self.redis_url is None:
+            raise StartupError("REDIS_URL is not set and no embedded Redis was started")
+        return self.redis_url
+
+    @property
+    def embedded(self) -> bool:
+        """True when at least one server has to be started by OneWindow itself."""
+        return self.database_url is None or self.redis_url is None
+
+
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    if not loc:
+        return "settings"
+    field = str(loc[0])
+    if field in ("database_url", "redis_url"):
+        return field.upper()
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment, with explicit overrides on top.
+
+    Raises `SettingsError` with one line per bad setting.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = _setting_name(error["loc"])
+            value = error.get("input")
+            # URLs may carry passwords: never echo them.
+            secret = "URL" in name or "SECRET" in name or "KEY" in name
+            shown = f" (got {value!r})" if isinstance(value, str | int | float) and not secret else ""
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"setting {name}: {message}{shown}")
+        raise SettingsError("; ".join(lines)) from None

@@ -1,0 +1,135 @@
+"""The background worker: the outbox drainer and the arq queue (jobs and periodic jobs).
+
+`onewindow worker` runs it as its own process; in embedded/demo mode `onewindow serve` runs the
+same thing inside the HTTP process. The drainer and the queue are supervised separately: Redis
+being away stops jobs, not the delivery of events, and each comes back by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.cron import CronJob, cron
+from arq.worker import Worker
+
+from onewindow.db import Connection, Database, PoolDatabase
+from onewindow.events import Subscription
+from onewindow.jobs import JobContext, transactional
+from onewindow.outbox import Drainer, DrainPolicy, prune
+from onewindow.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_RESTART_DELAY_MAX = 30.0
+
+
+@transactional
+async def prune_outbox(conn: Connection, settings: Settings) -> int:
+    """Daily: forget delivered events past the retention (dead letters are kept for operators)."""
+    deleted = await prune(conn, older_than_days=settings.outbox_retention_days)
+    log.info("outbox pruned", extra={"deleted": deleted})
+    return deleted
+
+
+def functions() -> list[Callable[..., Awaitable[Any]]]:
+    """Every arq task the contexts offer. Contexts add theirs here as their `jobs` modules appear."""
+    return [prune_outbox]
+
+
+def cron_jobs() -> list[CronJob]:
+    return [cron(prune_outbox, hour={3}, minute={17}, run_at_startup=False)]  # type: ignore[arg-type]
+
+
+def subscriptions() -> list[Subscription]:
+    """Every outbox subscriber (notifications, the IOC feed, ...). Registered here, at the root."""
+    return []
+
+
+class BackgroundWorker:
+    """Runs the drainer and the arq worker until `stop()`; restarts either after a failure."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        subscribers: Sequence[Subscription] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.drainer = Drainer(
+            db,
+            settings.dsn,
+            subscriptions() if subscribers is None else subscribers,
+            DrainPolicy.from_settings(settings),
+            sweep_seconds=settings.outbox_sweep_seconds,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._arq: Worker | None = None
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._supervise("outbox drainer", self.drainer.run)),
+            asyncio.create_task(self._supervise("job queue", self._run_queue)),
+        ]
+
+    async def _run_queue(self) -> None:
+        ctx: JobContext = {"settings": self.settings, "db": self.db}
+        self._arq = Worker(
+            functions=functions(),  # type: ignore[arg-type]
+            cron_jobs=cron_jobs(),
+            redis_settings=RedisSettings.from_dsn(self.settings.redis_dsn),
+            queue_name=self.settings.queue_name,
+            ctx=ctx,
+            handle_signals=False,
+            max_jobs=10,
+            job_timeout=300,
+        )
+        try:
+            await self._arq.main()
+        finally:
+            with contextlib.suppress(Exception):
+                await self._arq.close()
+
+    async def _supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background task stopped; restarting", extra={"task": name, "delay": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RESTART_DELAY_MAX)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+
+    async def wait(self) -> None:
+        await asyncio.gather(*self._tasks)
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """`onewindow worker`: run until `stop` is set (SIGINT/SIGTERM)."""
+    db = await PoolDatabase.open(settings, settings.dsn)
+    worker = BackgroundWorker(settings, db)
+    worker.start()
+    log.info("worker started", extra={"queue": settings.queue_name})
+    try:
+        await stop.wait()
+    finally:
+        await worker.stop()
+        await db.close()
+        log.info("worker stopped")
