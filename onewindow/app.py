@@ -68,6 +68,7 @@ def create_app(
             render_plugins=[ScalarRenderPlugin()],
         ),
         debug=False,
+        logging_config=None,  # onewindow.logs configures logging once, for every library
     )
     app.asgi_handler = ObserveMiddleware(app.asgi_handler)
     return app

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import asyncpg
 import msgspec
@@ -21,8 +21,13 @@ from onewindow.errors import Unavailable
 from onewindow.settings import Settings
 
 # What store functions take: a plain connection or one borrowed from the pool (a proxy to one).
-Connection = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
-Pool = asyncpg.Pool[asyncpg.Record]
+# asyncpg's classes are generic only in its stubs, hence the two spellings.
+if TYPE_CHECKING:
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+else:
+    Connection = asyncpg.Connection | PoolConnectionProxy
+    Pool = asyncpg.Pool
 
 # Errors that mean "the database is not reachable right now", not "the query is wrong".
 # Class 08 is connection exceptions, class 57 operator intervention (shutdown, restart).

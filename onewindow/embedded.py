@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import signal
+import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -92,7 +93,10 @@ class EmbeddedServers:
             raise
 
     def _start_postgres(self) -> None:
-        import pgserver  # noqa: PLC0415 - heavy, and only needed without DATABASE_URL
+        with warnings.catch_warnings():
+            # platformdirs warns that XDG_RUNTIME_DIR is unset on servers; pgserver copes.
+            warnings.simplefilter("ignore")
+            import pgserver  # noqa: PLC0415 - heavy, and only needed without DATABASE_URL
 
         pgdata = self.data_dir / "postgres"
         try:

@@ -16,8 +16,12 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    disable_created_metrics,
     multiprocess,
 )
+
+# `_created` series double the output and no dashboard of ours reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 HTTP_REQUESTS = Counter(
     "onewindow_http_requests_total", "HTTP requests answered", ["method", "route", "status"]

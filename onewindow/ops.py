@@ -16,6 +16,7 @@ import redis.exceptions
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.enums import ScopeType
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from onewindow import metrics
@@ -23,7 +24,7 @@ from onewindow.db import UNREACHABLE_ON_CONNECT
 from onewindow.errors import FieldError, Unavailable
 from onewindow.logs import request_id
 from onewindow.outbox import backlog
-from onewindow.problems import Problem, problem_response
+from onewindow.problems import MEDIA_TYPE, Problem, problem_response
 from onewindow.web import resources
 
 log = logging.getLogger("onewindow.access")
@@ -116,7 +117,11 @@ class OpsController(Controller):
         "/readyz",
         operation_id="readyz",
         summary="PostgreSQL and Redis are reachable",
-        responses={503: Problem},  # type: ignore[dict-item]
+        responses={
+            503: ResponseSpec(
+                data_container=Problem, description="PostgreSQL or Redis unreachable", media_type=MEDIA_TYPE
+            )
+        },
     )
     async def readyz(self, state: State) -> Response[Readiness] | Response[Problem]:
         postgres, redis_state = await asyncio.gather(_check_postgres(state), _check_redis(state))
