@@ -15,8 +15,8 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
     disable_created_metrics,
+    generate_latest,
     multiprocess,
 )
 

@@ -193,7 +193,7 @@ async def app_client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client calling `app` in this event loop (litestar's own test client runs the app
     in a thread with its own loop, where the test's connection cannot follow)."""
     async with lifespan(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             yield http
 
