@@ -21,12 +21,16 @@ from onewindow.errors import Unavailable
 from onewindow.settings import Settings
 
 # What store functions take: a plain connection or one borrowed from the pool (a proxy to one).
-# asyncpg's classes are generic only in its stubs, hence the two spellings.
+# asyncpg's classes are generic only in its stubs, hence the two spellings. At run time the alias
+# is read only by litestar when a handler takes `conn: Connection`; it must pass the value
+# through unchecked (a union of two classes is not something its validator accepts).
 if TYPE_CHECKING:
     Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
     Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
 else:
-    Connection = asyncpg.Connection | PoolConnectionProxy
+    from litestar.params import SkipValidation
+
+    Connection = SkipValidation[asyncpg.Connection | PoolConnectionProxy]
     Pool = asyncpg.Pool
 
 # Errors that mean "the database is not reachable right now", not "the query is wrong".

@@ -11,11 +11,13 @@ from collections.abc import Sequence
 import msgspec
 
 
-class FieldError(msgspec.Struct, frozen=True):
-    """One offending field: a JSON Pointer into the request (RFC 6901) and what is wrong with it."""
+class FieldError(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One offending field: a JSON Pointer into the request body (RFC 6901), or the name of a
+    query/path/header parameter, and what is wrong with it."""
 
     pointer: str
     detail: str
+    parameter: str | None = None
 
 
 class DomainError(Exception):

@@ -83,33 +83,38 @@ def _domain(_: Request[Any, Any, Any], exc: DomainError) -> Response[Problem]:
     )
 
 
-# msgspec says e.g. "Expected `int`, got `str` - at `$.applicant.age`" or "... - at `$[0]`".
-_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_MISSING = re.compile(r"missing required field `([^`]+)`")
 
 
-def _pointer(path: str) -> str:
-    """`$.a.b[0]` (msgspec's path) to `/a/b/0` (RFC 6901)."""
-    parts = re.findall(r"\.([^.\[]+)|\[(\d+)\]", path)
+def _pointer(key: str) -> str:
+    """litestar's `applicant.documents[0].name` to RFC 6901's `/applicant/documents/0/name`.
+
+    The body as a whole is reported under the key `data`, which is the pointer "".
+    """
+    if key == "data":
+        return ""
+    parts = re.findall(r"([^.\[\]]+)|\[(\d+)\]", key)
     return "".join("/" + (name or index).replace("~", "~0").replace("/", "~1") for name, index in parts)
 
 
 def _field_errors(exc: ValidationException) -> list[FieldError]:
     errors: list[FieldError] = []
-    extra = exc.extra if isinstance(exc.extra, list) else []
-    for item in extra:
+    for item in exc.extra if isinstance(exc.extra, list) else []:
         if not isinstance(item, dict):
             continue
         message = str(item.get("message", ""))
-        key = item.get("key")
-        match = _AT.match(message)
-        if match and match.group("path") is not None:
-            errors.append(FieldError(pointer=_pointer(match.group("path")), detail=match.group("message")))
-        elif key:
-            source = item.get("source")
-            prefix = f"{source}:" if source and source != "body" else "/"
-            errors.append(FieldError(pointer=f"{prefix}{key}", detail=message))
-        elif message:
-            errors.append(FieldError(pointer="", detail=message))
+        key = str(item.get("key", ""))
+        source = item.get("source")
+        source = getattr(source, "value", source)  # litestar gives a ParamType enum or a string
+        if source not in (None, "body"):
+            # A query, path or header parameter: named, since a JSON Pointer would point nowhere.
+            errors.append(FieldError(pointer="", parameter=f"{source}.{key}", detail=message))
+            continue
+        pointer = _pointer(key)
+        missing = _MISSING.search(message)
+        if missing:
+            pointer = f"{pointer}/{missing.group(1)}"
+        errors.append(FieldError(pointer=pointer, detail=message))
     return errors
 
 
@@ -127,6 +132,9 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     detail = exc.detail or HTTPStatus(status).phrase
     if status == 413:
         detail = "The request body is larger than this server accepts."
+    elif status == 400 and detail != "Bad Request":
+        # litestar's words for a body it could not decode ("JSON is malformed: ...").
+        detail = f"The request body could not be read: {detail}"
     if status >= 500:
         log.error("http error", extra={"status": status})
         detail = HTTPStatus(status).phrase

@@ -146,8 +146,8 @@ def _setting_name(loc: tuple[int | str, ...]) -> str:
     if not loc:
         return "settings"
     field = str(loc[0])
-    if field in ("database_url", "redis_url"):
-        return field.upper()
+    if field.isupper():  # reported by its alias: DATABASE_URL, REDIS_URL
+        return field
     return ENV_PREFIX + field.upper()
 
 
