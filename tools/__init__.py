@@ -1,0 +1,1 @@
+"""Development tools (not shipped): the custom import-linter contract."""
