@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         configure_logging(settings)
         if args.command == "serve":
-            _serve(settings, host=args.host, port=args.port, workers=args.workers, demo=args.demo)
+            demo = args.demo or settings.demo
+            _serve(settings, host=args.host, port=args.port, workers=args.workers, demo=demo)
         elif args.command == "worker":
             with backing_services(settings) as live:
                 asyncio.run(_worker(live))

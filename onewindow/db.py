@@ -91,25 +91,17 @@ class PoolDatabase:
 
     @classmethod
     async def open(cls, settings: Settings, dsn: str) -> PoolDatabase:
-        """Create the pool. Connections are opened lazily, so this succeeds while PostgreSQL is down."""
+        """Create the pool and open `db_pool_min` connections."""
         pool = asyncpg.create_pool(
             dsn,
-            min_size=0,
+            min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
             command_timeout=settings.db_command_timeout,
             init=register_codecs,
             server_settings={"application_name": "onewindow", "timezone": "UTC"},
         )
         await pool
-        database = cls(pool, acquire_timeout=settings.db_acquire_timeout)
-        if settings.db_pool_min:
-            # Warm the pool, but a server that is not up yet must not stop start-up.
-            try:
-                async with database.connection():
-                    pass
-            except Unavailable:
-                pass
-        return database
+        return cls(pool, acquire_timeout=settings.db_acquire_timeout)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:

@@ -47,12 +47,14 @@ class Settings(BaseSettings):
         description="`production` hides development conveniences (e.g. one-time codes in the log).",
     )
     timezone: str = Field(default="UTC", description="The city's time zone (IANA name).")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Least severe log level written."
+    )
     log_format: Literal["json", "text"] = Field(
         default="json", description="json for machines, text for people."
     )
-    db_pool_min: int = Field(default=2, ge=0, le=100)
-    db_pool_max: int = Field(default=20, ge=1, le=500)
+    db_pool_min: int = Field(default=2, ge=0, le=100, description="Connections each process keeps open.")
+    db_pool_max: int = Field(default=20, ge=1, le=500, description="Most connections each process opens.")
     db_command_timeout: float = Field(default=30.0, gt=0, description="Seconds before a query is abandoned.")
     db_acquire_timeout: float = Field(
         default=5.0, gt=0, description="Seconds a request waits for a database connection before a 503."
@@ -67,7 +69,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest request body accepted (bytes); larger is a 413."
     )
-    outbox_batch_size: int = Field(default=100, ge=1, le=10_000)
+    outbox_batch_size: int = Field(
+        default=100, ge=1, le=10_000, description="Events the drainer claims per transaction."
+    )
     outbox_max_attempts: int = Field(
         default=10, ge=1, description="Failed deliveries before an event is dead-lettered."
     )
@@ -81,9 +85,10 @@ class Settings(BaseSettings):
         default=30, ge=1, description="Days delivered events are kept before the daily prune."
     )
     run_worker: bool = Field(
-        default=False, description="Run the background worker inside the HTTP process (set by embedded mode)."
+        default=False,
+        description="Run the background worker inside the HTTP process (always on with embedded servers or --demo).",
     )
-    demo: bool = Field(default=False, description="Seed the demo city at start-up.")
+    demo: bool = Field(default=False, description="Seed the demo city at start-up (as `serve --demo`).")
     queue_name: str = Field(default="onewindow:queue", description="arq queue name in Redis.")
 
     @field_validator("timezone")
