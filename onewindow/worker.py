@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from arq.connections import RedisSettings
 from arq.cron import CronJob, cron
@@ -87,6 +88,8 @@ class BackgroundWorker:
             queue_name=self.settings.queue_name,
             ctx=ctx,
             handle_signals=False,
+            # Cron times are the city's; arq annotates datetime.timezone but takes any tzinfo.
+            timezone=ZoneInfo(self.settings.timezone),  # type: ignore[arg-type]
             max_jobs=10,
             job_timeout=300,
         )
