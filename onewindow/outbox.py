@@ -82,7 +82,9 @@ class DrainPolicy:
         )
 
     def retry_delay(self, attempts: int) -> float:
-        return min(self.retry_base_seconds * 2.0 ** (attempts - 1), _MAX_RETRY_DELAY)
+        # The exponent is bounded first: 2.0 ** 1024 overflows, which would fail every batch
+        # holding an event that has failed that often (max_attempts has no upper bound).
+        return min(self.retry_base_seconds * 2.0 ** min(attempts - 1, 64), _MAX_RETRY_DELAY)
 
 
 async def drain_once(db: Database, subscriptions: Sequence[Subscription], policy: DrainPolicy) -> int:
