@@ -126,10 +126,10 @@ class PoolDatabase:
             self.pool.terminate()
 
 
-async def connect(dsn: str) -> asyncpg.Connection[asyncpg.Record]:
+async def connect(dsn: str, *, connect_timeout: float = 10) -> asyncpg.Connection[asyncpg.Record]:
     """A single connection with OneWindow's codecs (the migration runner, LISTEN, tools)."""
     conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(
-        dsn, server_settings={"application_name": "onewindow"}
+        dsn, timeout=connect_timeout, server_settings={"application_name": "onewindow"}
     )
     await register_codecs(conn)
     return conn

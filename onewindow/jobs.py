@@ -43,5 +43,8 @@ def transactional(
 
 async def record_failure(ctx: JobContext, job: str) -> None:
     """Count a failure in Redis so every process's /metrics can show it; never mask the real error."""
+    connection = ctx.get("redis")  # arq puts its pool there; a direct call may not
+    if connection is None:
+        return
     with contextlib.suppress(redis.exceptions.RedisError, OSError):
-        await ctx["redis"].hincrby(JOB_FAILURES_KEY, job, 1)
+        await connection.hincrby(JOB_FAILURES_KEY, job, 1)

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import msgspec
 
 from onewindow.db import UNREACHABLE_ON_CONNECT, Connection, Database, connect
@@ -214,11 +215,16 @@ class Drainer:
     async def _listen(self) -> None:
         if self._listener is not None and not self._listener.is_closed():
             return
+        self._listener = None
+        listener = None
         try:
-            self._listener = await connect(self._dsn)
-            await self._listener.add_listener(CHANNEL, self._on_notify)
-        except UNREACHABLE_ON_CONNECT:
-            self._listener = None  # the sweep carries on; we try again next round
+            listener = await connect(self._dsn, connect_timeout=5)
+            await listener.add_listener(CHANNEL, self._on_notify)
+        except (*UNREACHABLE_ON_CONNECT, asyncpg.PostgresError):
+            if listener is not None:
+                listener.terminate()
+            return  # the sweep carries on; we try again next round
+        self._listener = listener
 
     async def run(self) -> None:
         failures = 0
