@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 CHANNEL = "onewindow_outbox"
 _MAX_RETRY_DELAY = 3600.0
 _DATABASE_DOWN: tuple[type[Exception], ...] = (Unavailable, *UNREACHABLE_ON_CONNECT)
+_LISTEN_FAILED: tuple[type[Exception], ...] = (asyncpg.PostgresError, *UNREACHABLE_ON_CONNECT)
 
 
 async def publish(conn: Connection, event: Event) -> UUID:
@@ -220,7 +221,7 @@ class Drainer:
         try:
             listener = await connect(self._dsn, connect_timeout=5)
             await listener.add_listener(CHANNEL, self._on_notify)
-        except (*UNREACHABLE_ON_CONNECT, asyncpg.PostgresError):
+        except _LISTEN_FAILED:
             if listener is not None:
                 listener.terminate()
             return  # the sweep carries on; we try again next round
