@@ -99,11 +99,20 @@ async def _worker(settings: Settings) -> None:
     await worker.run(settings, stop)
 
 
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _serve(settings: Settings, *, host: str, port: int, workers: int, demo: bool) -> None:
     import uvicorn  # noqa: PLC0415
 
     from onewindow.app import create_app  # noqa: PLC0415
 
+    # SIGTERM (docker stop, systemd) must stop as cleanly as Ctrl-C. uvicorn shuts down on it,
+    # then raises it again under the handler it found; left at the default, that kills the
+    # process before the embedded servers are stopped. As KeyboardInterrupt, uvicorn.run
+    # swallows it and returns, and the `with` below shuts the servers down.
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     with backing_services(settings) as started:
         # Embedded or demo: one command runs everything, so the worker runs in-process.
         in_process = settings.run_worker or settings.embedded or demo

@@ -99,6 +99,7 @@ class EmbeddedServers:
             import pgserver  # noqa: PLC0415 - heavy, and only needed without DATABASE_URL
 
         pgdata = self.data_dir / "postgres"
+        _forget_handles(pgdata)
         try:
             self._postgres = pgserver.get_server(pgdata, cleanup_mode="stop")
         except Exception as exc:
@@ -135,6 +136,17 @@ class EmbeddedServers:
             with contextlib.suppress(Exception):
                 postgres.cleanup()  # pg_ctl stop, when no other process holds a handle
         self._lock.release()
+
+
+def _forget_handles(pgdata: Path) -> None:
+    """Clear pgserver's list of processes holding a handle on this PostgreSQL.
+
+    pgserver stops the server only when the last pid on that list lets go. A killed instance
+    never takes its pid off, so after a crash the next clean stop would leave PostgreSQL running
+    with nobody owning it. We hold the data directory's lock, so no other OneWindow holds a handle.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        (pgdata / ".handle_pids.json").write_text("[]")
 
 
 def _alive(pid: int) -> bool:

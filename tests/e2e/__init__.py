@@ -1,0 +1,1 @@
+"""End-to-end tests: the real `onewindow` command in a subprocess, driven over real HTTP."""
