@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import subprocess
+import sys
 import time
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
@@ -87,6 +88,31 @@ def serve(env: dict[str, str], log: Path, *, timeout: float = 60.0, extra: Seque
             child.process.kill()
             child.process.wait()
         pytest.fail(f"{exc}\n--- onewindow output ---\n{child.output()}")
+    return Served(child, base_url, took)
+
+
+def serve_testapp(env: dict[str, str], log: Path, *, timeout: float = 30.0) -> Served:
+    """Serve tests/e2e/testapp.py (OneWindow's app plus test-only routes) with uvicorn."""
+    port = free_port()
+    uvicorn = [sys.executable, "-m", "uvicorn", "tests.e2e.testapp:app", "--factory", "--no-server-header"]
+    with log.open("a") as sink:
+        process = subprocess.Popen(
+            [*uvicorn, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    child = Child(process, log)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        took = wait_ready(base_url, process, timeout)
+    except pytest.fail.Exception as exc:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        pytest.fail(f"{exc}\n--- uvicorn output ---\n{child.output()}")
     return Served(child, base_url, took)
 
 

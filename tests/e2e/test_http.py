@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import REPO, clean_env, free_port, stop, wait_ready
+from tests.conftest import clean_env, stop
+from tests.e2e.conftest import serve_testapp
 
 pytestmark = pytest.mark.e2e
 
@@ -19,9 +18,8 @@ _TOO_BIG = b"x" * 10_240
 
 @pytest.fixture(scope="module")
 def body_server(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """OneWindow's app with a body-reading route (tests/e2e/bodyapp.py) under uvicorn, limit 2 kB."""
+    """OneWindow's app with a body-reading route (tests/e2e/testapp.py) under uvicorn, limit 2 kB."""
     admin_url, redis_url = servers
-    port = free_port()
     log = tmp_path_factory.mktemp("body") / "uvicorn.log"
     env = clean_env(
         DATABASE_URL=admin_url,
@@ -30,22 +28,11 @@ def body_server(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFacto
         ONEWINDOW_MAX_BODY_BYTES=str(_LIMIT),
         ONEWINDOW_LOG_LEVEL="WARNING",
     )
-    uvicorn = [sys.executable, "-m", "uvicorn", "tests.e2e.bodyapp:app", "--factory", "--no-server-header"]
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [*uvicorn, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            cwd=REPO,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    base_url = f"http://127.0.0.1:{port}"
+    served = serve_testapp(env, log)
     try:
-        wait_ready(base_url, process, timeout=30)
-        yield base_url
+        yield served.base_url
     finally:
-        stop(process)
+        stop(served.child.process)
 
 
 def _assert_too_large(reply: httpx.Response) -> None:

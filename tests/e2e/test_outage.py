@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from tests.conftest import clean_env, free_port, stop
-from tests.e2e.conftest import Served, serve, wait_for_status
+from tests.e2e.conftest import Served, serve_testapp, wait_for_status
 
 pytestmark = pytest.mark.e2e
 
@@ -116,6 +116,9 @@ class Rig:
     def healthz(self) -> str:
         return self.served.base_url + "/healthz"
 
+    def url(self, path: str) -> str:
+        return self.served.base_url + path
+
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
@@ -131,7 +134,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             ONEWINDOW_DATA_DIR=str(workdir / "data"),
             ONEWINDOW_LOG_FORMAT="text",
         )
-        served = serve(env, workdir / "serve.log", timeout=30)
+        served = serve_testapp(env, workdir / "serve.log")
         yield Rig(served, postgres, own_redis)
     finally:
         if served is not None:
@@ -163,12 +166,26 @@ def _assert_unavailable(reply: httpx.Response, down: str, still_up: str) -> None
     assert {"pointer": f"/checks/{still_up}", "detail": "ok"} in body["errors"]
 
 
+def _assert_request_unavailable(reply: httpx.Response) -> None:
+    """A request that needs the server that is down: 503 problem+json, never a 500."""
+    assert reply.status_code == 503, reply.text
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.headers["retry-after"] == "5"
+    body = reply.json()
+    assert body["type"] == "urn:onewindow:problem:unavailable"
+    assert body["request_id"] == reply.headers["x-request-id"]
+
+
 def test_postgres_outage_is_503_and_recovers_by_itself(up: Rig) -> None:
+    assert httpx.get(up.url("/e2e/db"), timeout=5).json() == {"answer": 42}
     up.postgres.stop()
     # Straight away and for as long as it lasts: 503 naming postgres, never a 500.
     for _ in range(5):
         _assert_unavailable(httpx.get(up.readyz, timeout=10), down="postgres", still_up="redis")
+        _assert_request_unavailable(httpx.get(up.url("/e2e/db"), timeout=10))
         time.sleep(0.2)
+    # What does not need PostgreSQL goes on working.
+    assert httpx.get(up.url("/e2e/redis"), timeout=5).json() == {"pong": True}
     # Liveness is not readiness: the process is up and says so, it does not crash.
     assert httpx.get(up.healthz, timeout=5).status_code == 200
     assert up.served.child.process.poll() is None, up.served.child.output()
@@ -176,6 +193,7 @@ def test_postgres_outage_is_503_and_recovers_by_itself(up: Rig) -> None:
     up.postgres.start()
     _, took = wait_for_status(up.readyz, 200, _RECOVERY_SECONDS)
     assert took < _RECOVERY_SECONDS
+    assert httpx.get(up.url("/e2e/db"), timeout=5).json() == {"answer": 42}
     assert up.served.child.process.poll() is None
 
 
@@ -183,11 +201,14 @@ def test_redis_outage_is_503_and_recovers_by_itself(up: Rig) -> None:
     up.redis.kill()
     for _ in range(5):
         _assert_unavailable(httpx.get(up.readyz, timeout=10), down="redis", still_up="postgres")
+        _assert_request_unavailable(httpx.get(up.url("/e2e/redis"), timeout=10))
         time.sleep(0.2)
+    assert httpx.get(up.url("/e2e/db"), timeout=5).json() == {"answer": 42}
     assert httpx.get(up.healthz, timeout=5).status_code == 200
     assert up.served.child.process.poll() is None, up.served.child.output()
 
     up.redis.start()  # the same port, an empty Redis: as after a restart without persistence
     _, took = wait_for_status(up.readyz, 200, _RECOVERY_SECONDS)
     assert took < _RECOVERY_SECONDS
+    assert httpx.get(up.url("/e2e/redis"), timeout=5).json() == {"pong": True}
     assert up.served.child.process.poll() is None

@@ -1,0 +1,42 @@
+"""`onewindow serve --workers N`: several processes behind one port, one view of the metrics."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from onewindow.settings import Settings
+from tests.conftest import clean_env, stop
+from tests.e2e.conftest import serve
+
+pytestmark = pytest.mark.e2e
+
+
+def test_two_http_workers_serve_and_report_metrics_together(settings: Settings, tmp_path: Path) -> None:
+    env = clean_env(
+        DATABASE_URL=settings.dsn,
+        REDIS_URL=settings.redis_dsn,
+        ONEWINDOW_DATA_DIR=str(tmp_path),
+        ONEWINDOW_QUEUE_NAME=settings.queue_name,
+        ONEWINDOW_LOG_LEVEL="WARNING",
+    )
+    served = serve(env, tmp_path / "serve.log", extra=["--workers", "2"])
+    try:
+        requests = 60
+        with httpx.Client(base_url=served.base_url, timeout=5) as client:
+            for _ in range(requests):
+                assert client.get("/healthz").status_code == 200
+            text = client.get("/metrics").text
+        # Whichever process answered the scrape, it counts the requests both processes served.
+        found = re.search(
+            r'onewindow_http_requests_total\{method="GET",route="/healthz",status="200"\} (\S+)', text
+        )
+        assert found, text[:2000]
+        assert float(found.group(1)) == requests
+        assert (tmp_path / "metrics").is_dir()
+        assert len(list((tmp_path / "metrics").glob("*.db"))) >= 2  # one file per process
+    finally:
+        assert stop(served.child.process) == 0, served.child.output()

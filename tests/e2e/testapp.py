@@ -1,0 +1,45 @@
+"""OneWindow's own app plus routes that only the end-to-end tests need, served by uvicorn.
+
+- `POST /e2e/echo` reads a request body: no route of OneWindow takes a body yet, and litestar
+  enforces the body limit only where a body is read.
+- `GET /e2e/db` and `GET /e2e/redis` use PostgreSQL (through the transaction-per-request
+  dependency) and Redis, so the outage tests can show that a request needing a server that is
+  down answers 503 problem+json and works again when the server is back.
+
+The factory builds the very app `onewindow serve` runs, from the same environment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar, Request, get, post
+from litestar.datastructures import State
+
+from onewindow.app import create_app
+from onewindow.db import Connection
+from onewindow.logs import configure_logging
+from onewindow.settings import load_settings
+from onewindow.web import resources
+
+
+@post("/e2e/echo", operation_id="e2eEcho", status_code=200)
+async def echo(request: Request[Any, Any, Any]) -> dict[str, int]:
+    """Reads the raw body, through the same stream a handler's `data` parameter is parsed from."""
+    return {"bytes": len(await request.body())}
+
+
+@get("/e2e/db", operation_id="e2eDatabase")
+async def database(conn: Connection) -> dict[str, int]:
+    return {"answer": int(await conn.fetchval("SELECT 42"))}
+
+
+@get("/e2e/redis", operation_id="e2eRedis")
+async def redis_ping(state: State) -> dict[str, bool]:
+    return {"pong": bool(await resources(state).redis.ping())}
+
+
+def app() -> Litestar:
+    settings = load_settings()
+    configure_logging(settings)
+    return create_app(settings, extra_handlers=[echo, database, redis_ping])
