@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -290,32 +289,12 @@ def stop(process: subprocess.Popen[Any], sig: int = 2, timeout: float = 30.0) ->
     return process.returncode
 
 
-@pytest.fixture
-def live_server(settings: Settings, tmp_path: Path) -> Iterator[str]:
-    """The real server (uvicorn) on a free loopback port, against the test database."""
-    port = free_port()
-    env = clean_env(
+def server_env(settings: Settings, data_dir: Path) -> dict[str, str]:
+    """The environment for a child `onewindow` on the test database and the run's Redis queue."""
+    return clean_env(
         DATABASE_URL=settings.dsn,
         REDIS_URL=settings.redis_dsn,
-        ONEWINDOW_DATA_DIR=str(tmp_path),
+        ONEWINDOW_DATA_DIR=str(data_dir),
         ONEWINDOW_QUEUE_NAME=settings.queue_name,
         ONEWINDOW_LOG_LEVEL="WARNING",
     )
-    process = subprocess.Popen(
-        [*onewindow_command(), "serve", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base_url, process)
-        yield base_url
-    finally:
-        stop(process)
-
-
-def have(binary: str) -> bool:
-    return shutil.which(binary) is not None

@@ -22,7 +22,17 @@ import pytest
 
 from onewindow.db import connect
 from onewindow.migrate import migrate
-from tests.conftest import REPO, create_database, drop_database, free_port, onewindow_command, wait_ready
+from onewindow.settings import Settings
+from tests.conftest import (
+    REPO,
+    create_database,
+    drop_database,
+    free_port,
+    onewindow_command,
+    server_env,
+    stop,
+    wait_ready,
+)
 
 T = TypeVar("T")
 
@@ -114,6 +124,16 @@ def serve_testapp(env: dict[str, str], log: Path, *, timeout: float = 30.0) -> S
             process.wait()
         pytest.fail(f"{exc}\n--- uvicorn output ---\n{child.output()}")
     return Served(child, base_url, took)
+
+
+@pytest.fixture
+def live_server(settings: Settings, tmp_path: Path) -> Iterator[str]:
+    """The real server (`onewindow serve`, uvicorn) on a free loopback port, on the test database."""
+    served = serve(server_env(settings, tmp_path), tmp_path / "serve.log")
+    try:
+        yield served.base_url
+    finally:
+        stop(served.child.process)
 
 
 def run_command(

@@ -9,21 +9,14 @@ import httpx
 import pytest
 
 from onewindow.settings import Settings
-from tests.conftest import clean_env, stop
+from tests.conftest import server_env, stop
 from tests.e2e.conftest import serve
 
 pytestmark = pytest.mark.e2e
 
 
 def test_two_http_workers_serve_and_report_metrics_together(settings: Settings, tmp_path: Path) -> None:
-    env = clean_env(
-        DATABASE_URL=settings.dsn,
-        REDIS_URL=settings.redis_dsn,
-        ONEWINDOW_DATA_DIR=str(tmp_path),
-        ONEWINDOW_QUEUE_NAME=settings.queue_name,
-        ONEWINDOW_LOG_LEVEL="WARNING",
-    )
-    served = serve(env, tmp_path / "serve.log", extra=["--workers", "2"])
+    served = serve(server_env(settings, tmp_path), tmp_path / "serve.log", extra=["--workers", "2"])
     try:
         requests = 60
         with httpx.Client(base_url=served.base_url, timeout=5) as client:
