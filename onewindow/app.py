@@ -13,6 +13,10 @@ from litestar.types import ControllerRouterHandler
 from redis.asyncio import Redis
 
 import onewindow
+from identity import api as identity_api
+from identity.api import IdentityRuntime
+from identity.http import DiscoveryController
+from identity.keys import KeyRing
 from onewindow.db import Database, PoolDatabase
 from onewindow.ops import ObserveMiddleware, OpsController
 from onewindow.problems import exception_handlers
@@ -23,7 +27,7 @@ from onewindow.worker import BackgroundWorker
 
 def route_handlers() -> list[ControllerRouterHandler]:
     """Every context's controllers. Contexts add theirs here as their `http` modules appear."""
-    return [OpsController]
+    return [OpsController, DiscoveryController]
 
 
 def create_app(
@@ -39,6 +43,9 @@ def create_app(
         database = db or await PoolDatabase.open(settings, settings.dsn)
         redis = Redis.from_url(settings.redis_dsn, socket_timeout=5, socket_connect_timeout=2)
         app.state.resources = Resources(settings=settings, db=database, redis=redis)
+        keys = KeyRing(database, settings.master_secret)
+        await keys.load()
+        identity_api.install(app.state, IdentityRuntime(issuer=settings.public_url, keys=keys))
         worker = BackgroundWorker(settings, database) if settings.run_worker else None
         if worker is not None:
             worker.start()

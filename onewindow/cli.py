@@ -132,6 +132,8 @@ def _serve(settings: Settings, *, host: str, port: int, workers: int, demo: bool
                 "DATABASE_URL": live.dsn,
                 "REDIS_URL": live.redis_dsn,
                 "ONEWINDOW_RUN_WORKER": "true" if live.run_worker else "false",
+                "ONEWINDOW_SECRET_KEY": live.master_secret.decode(),
+                "ONEWINDOW_DEMO": "true" if live.demo else "false",
                 "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             }
         )

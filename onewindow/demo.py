@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from identity import seed as identity_seed
 from onewindow.db import Connection, Database
 from onewindow.settings import Settings
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 Seeder = Callable[[Connection, Settings], Awaitable[None]]
 
-SEEDERS: list[tuple[str, Seeder]] = []
+SEEDERS: list[tuple[str, Seeder]] = [("identity", identity_seed.seed_demo)]
 
 
 async def seed_demo(db: Database, settings: Settings) -> list[str]:

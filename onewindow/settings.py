@@ -11,7 +11,7 @@ import zoneinfo
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from onewindow.errors import StartupError
@@ -91,6 +91,46 @@ class Settings(BaseSettings):
     demo: bool = Field(default=False, description="Seed the demo city at start-up (as `serve --demo`).")
     queue_name: str = Field(default="onewindow:queue", description="arq queue name in Redis.")
 
+    # Identity and sign-on.
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The origin people and clients reach OneWindow at; the OpenID Connect issuer.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Master secret (32+ characters) for signing-key and personal-data encryption and keyed "
+        "hashes. Required in production; in development one is generated once in the data directory.",
+    )
+    access_token_seconds: int = Field(default=300, ge=30, le=3600, description="Access token lifetime.")
+    id_token_seconds: int = Field(default=300, ge=30, le=3600, description="ID token lifetime.")
+    refresh_token_days: int = Field(default=30, ge=1, le=365, description="Refresh token family lifetime.")
+    authorization_code_seconds: int = Field(
+        default=60, ge=10, le=600, description="Authorization code lifetime."
+    )
+    session_hours: int = Field(default=12, ge=1, le=720, description="Single sign-on session lifetime.")
+    key_rotation_days: int = Field(
+        default=90,
+        ge=1,
+        description="Age after which `onewindow keys rotate --if-due` makes a new signing key.",
+    )
+    staff_mfa: Literal["required", "optional"] | None = Field(
+        default=None,
+        description="TOTP for staff roles; unset: required, except in demo mode where it is optional.",
+    )
+    password_time_cost: int = Field(default=3, ge=1, le=20, description="argon2id passes per password hash.")
+    password_memory_kib: int = Field(
+        default=65536, ge=8192, description="argon2id memory per password hash (KiB)."
+    )
+    demo_password: SecretStr = Field(
+        default=SecretStr("onewindow-demo"), description="Password of every demo account."
+    )
+    demo_ioc_secret: SecretStr = Field(
+        default=SecretStr("ioc-demo-secret"), description="Client secret of the demo `ioc` client."
+    )
+    demo_console_secret: SecretStr = Field(
+        default=SecretStr("console-demo-secret"), description="Client secret of the demo `console` client."
+    )
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -98,6 +138,20 @@ class Settings(BaseSettings):
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^/?#\s]+", value.rstrip("/")):
+            raise ValueError("must be an origin like https://onewindow.city.gov (scheme and host, no path)")
+        return value.rstrip("/")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
         return value
 
     @field_validator("migration_lock_timeout")
@@ -140,6 +194,19 @@ class Settings(BaseSettings):
         if self.redis_url is None:
             raise StartupError("REDIS_URL is not set and no embedded Redis was started")
         return self.redis_url
+
+    @property
+    def master_secret(self) -> bytes:
+        """The secret key's bytes; `onewindow.serve.ensure_secret_key` sets it before anything needs it."""
+        if self.secret_key is None:
+            raise StartupError("ONEWINDOW_SECRET_KEY is not set")
+        return self.secret_key.get_secret_value().encode()
+
+    @property
+    def mfa_required_for_staff(self) -> bool:
+        if self.staff_mfa is None:
+            return not self.demo
+        return self.staff_mfa == "required"
 
     @property
     def embedded(self) -> bool:

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -28,6 +29,7 @@ from litestar import Litestar
 from litestar.types import ControllerRouterHandler
 from redis.asyncio import Redis
 
+from identity.keys import ensure_key
 from onewindow.app import create_app
 from onewindow.db import Connection, PoolDatabase, connect
 from onewindow.embedded import EmbeddedServers
@@ -35,6 +37,8 @@ from onewindow.migrate import migrate
 from onewindow.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
+# The master secret of the test run (signing keys, personal data): fixed, so failures reproduce.
+TEST_SECRET = "test-secret-for-onewindow-only-0123456789abcdef"
 
 
 def with_database(url: str, name: str) -> str:
@@ -92,6 +96,7 @@ async def database_url(servers: tuple[str, str]) -> AsyncIterator[str]:
     conn = await connect(url)
     try:
         await migrate(conn)
+        await ensure_key(conn, TEST_SECRET.encode(), grace=timedelta(minutes=6))
     finally:
         await conn.close()
     yield url
@@ -113,6 +118,10 @@ def settings(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPat
         queue_name=f"onewindow:test:{secrets.token_hex(4)}",
         log_format="text",
         outbox_sweep_seconds=0.2,
+        secret_key=TEST_SECRET,
+        # Cheap password hashing: the tests check the rules, not argon2's cost.
+        password_time_cost=1,
+        password_memory_kib=8192,
     )
 
 

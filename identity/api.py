@@ -1,0 +1,189 @@
+"""Identity's public face for the rest of OneWindow: who is calling, and guards on routes.
+
+    from identity.api import Principal, current_principal, require_role, require_scope
+
+    @get("/tasks", guards=[require_role("officer")])
+    async def inbox(request: Request) -> ...:
+        principal = current_principal(request)
+        if not principal.has_role("officer", within=department_path): raise Forbidden(...)
+
+Bearer tokens are verified locally against the key ring in memory (no network call per
+request). A route with a guard answers 401 problem+json (with `WWW-Authenticate: Bearer`)
+without a valid token, and 403 when the token lacks the role or scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from identity.keys import KeyRing
+from identity.tokens import InvalidToken, RoleGrant, verify_access_token
+from onewindow.errors import Forbidden, Unauthorized
+
+__all__ = [
+    "IdentityRuntime",
+    "Principal",
+    "RoleGrant",
+    "authenticate",
+    "current_principal",
+    "require_role",
+    "require_scope",
+]
+
+ROLES = ("citizen", "clerk", "officer", "supervisor", "grid_worker", "admin")
+
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
+# Returns the unit path the request is about, or raises NotFound: never "no unit", which would
+# turn a scoped guard into an unscoped one.
+UnitResolver = Callable[[ASGIConnection[Any, Any, Any, Any]], Awaitable[str]]
+
+_STATE_KEY = "identity"
+_SCOPE_KEY = "onewindow.principal"
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRuntime:
+    """What identity keeps per process: the issuer and the key ring. Built by the composition root."""
+
+    issuer: str
+    keys: KeyRing
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    """Who is calling: a person signed in through a client, or a machine client on its own."""
+
+    subject: str
+    client_id: str
+    kind: Literal["person", "client"]
+    scopes: frozenset[str]
+    roles: tuple[RoleGrant, ...]
+    acr: str | None = None
+    name: str | None = None
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def has_role(self, role: str, *, within: str | None = None) -> bool:
+        """Holds `role` at all (`within=None`), or in a unit whose scope covers the unit path `within`."""
+        return any(g.role == role and (within is None or g.covers(within)) for g in self.roles)
+
+    def units(self, role: str) -> list[str]:
+        """The unit paths where the principal holds `role` (for filtering lists by scope)."""
+        return [g.path for g in self.roles if g.role == role]
+
+
+def _runtime(connection: ASGIConnection[Any, Any, Any, Any]) -> IdentityRuntime:
+    runtime: IdentityRuntime = connection.app.state[_STATE_KEY]
+    return runtime
+
+
+def install(state: Any, runtime: IdentityRuntime) -> None:
+    """Called by the composition root at start-up."""
+    state[_STATE_KEY] = runtime
+
+
+def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    header = connection.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(
+            "The Authorization header must be `Bearer <access token>`.",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_request"'},
+        )
+    return token.strip()
+
+
+async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    """The caller's principal from its bearer token, None without one; computed once per request."""
+    if _SCOPE_KEY in connection.scope:
+        cached: Principal | None = connection.scope[_SCOPE_KEY]  # type: ignore[literal-required]
+        return cached
+    token = _bearer(connection)
+    principal = None
+    if token is not None:
+        runtime = _runtime(connection)
+        try:
+            claims = await verify_access_token(runtime.keys, token, issuer=runtime.issuer)
+        except InvalidToken:
+            raise Unauthorized(
+                "The access token is not valid (expired, revoked by rotation, or not issued here).",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            ) from None
+        principal = Principal(
+            subject=claims.sub,
+            client_id=claims.client_id,
+            kind="client" if claims.sub == claims.client_id else "person",
+            scopes=frozenset(claims.scope.split()),
+            roles=claims.roles,
+            acr=claims.acr,
+            name=claims.name,
+        )
+    connection.scope[_SCOPE_KEY] = principal  # type: ignore[literal-required]
+    return principal
+
+
+async def _signed_in(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    principal = await authenticate(connection)
+    if principal is None:
+        raise Unauthorized(
+            "Sign in first: this needs an access token.", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return principal
+
+
+def current_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """The principal a guard has already established for this request."""
+    principal: Principal | None = connection.scope.get(_SCOPE_KEY)  # type: ignore[assignment]
+    if principal is None:
+        raise Unauthorized(
+            "Sign in first: this needs an access token.", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return principal
+
+
+def require_signed_in() -> Guard:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        await _signed_in(connection)
+
+    return guard
+
+
+def require_scope(*scopes: str) -> Guard:
+    """Every one of `scopes` must have been granted to the token."""
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = await _signed_in(connection)
+        missing = [scope for scope in scopes if not principal.has_scope(scope)]
+        if missing:
+            raise Forbidden(
+                f"The token lacks the scope {' '.join(missing)}.",
+                headers={
+                    "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{" ".join(scopes)}"'
+                },
+            )
+
+    return guard
+
+
+def require_role(role: str, *, unit: str | UnitResolver | None = None) -> Guard:
+    """The caller must hold `role`: anywhere, within a fixed unit path, or within the unit path a
+    resolver finds for this request (e.g. the department that owns the application in the URL)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = await _signed_in(connection)
+        within = await unit(connection) if callable(unit) else unit
+        if not principal.has_role(role, within=within):
+            where = f" within {within}" if within else ""
+            raise Forbidden(f"This needs the role {role}{where}.")
+
+    return guard
