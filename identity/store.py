@@ -222,3 +222,203 @@ async def audit(
         outcome,
         detail or {},
     )
+
+
+# --- OAuth: authorization codes, refresh-token families, access-token records ---------------
+
+
+class CodeRow(msgspec.Struct, frozen=True):
+    client_id: str
+    person_id: UUID
+    session_hash: bytes | None
+    redirect_uri: str
+    scope: str
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    auth_time: datetime
+    acr: str
+    amr: list[str]
+
+
+class RefreshRow(msgspec.Struct, frozen=True):
+    token_hash: bytes
+    family_id: UUID
+    client_id: str
+    person_id: UUID
+    session_hash: bytes | None
+    scope: str
+    auth_time: datetime
+    acr: str
+    amr: list[str]
+    expires_at: datetime
+
+
+_CODE_COLUMNS = (
+    "client_id, person_id, session_hash, redirect_uri, scope, nonce, code_challenge, code_challenge_method,"
+    " auth_time, acr, amr"
+)
+_REFRESH_COLUMNS = (
+    "token_hash, family_id, client_id, person_id, session_hash, scope, auth_time, acr, amr, expires_at"
+)
+
+
+async def save_code(conn: Connection, code_hash: bytes, code: CodeRow, *, lifetime_seconds: int) -> None:
+    await conn.execute(
+        f"INSERT INTO identity.authorization_codes (code_hash, {_CODE_COLUMNS}, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now() + make_interval(secs => $13))",
+        code_hash,
+        *msgspec.structs.astuple(code),
+        lifetime_seconds,
+    )
+
+
+async def consume_code(conn: Connection, code_hash: bytes, client_id: str) -> CodeRow | None:
+    """Use a code once. A second use (or use by another client) returns None and revokes every token
+    the first use issued (RFC 6749 section 4.1.2)."""
+    row = await conn.fetchrow(
+        f"UPDATE identity.authorization_codes SET used_at = now()"
+        f" WHERE code_hash = $1 AND client_id = $2 AND used_at IS NULL AND expires_at > now()"
+        f" RETURNING {_CODE_COLUMNS}",
+        code_hash,
+        client_id,
+    )
+    if row is not None:
+        return msgspec.convert(row, CodeRow, from_attributes=True)
+    family: UUID | None = await conn.fetchval(
+        "SELECT family_id FROM identity.authorization_codes WHERE code_hash = $1 AND used_at IS NOT NULL",
+        code_hash,
+    )
+    if family is not None:
+        await revoke_family(conn, family)
+    return None
+
+
+async def code_nonce_used(conn: Connection, client_id: str, nonce: str) -> bool:
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM identity.authorization_codes WHERE client_id = $1 AND nonce = $2"
+        " AND expires_at > now() - interval '1 day')",
+        client_id,
+        nonce,
+    )
+    return found
+
+
+async def link_code_to_family(conn: Connection, code_hash: bytes, family_id: UUID) -> None:
+    await conn.execute(
+        "UPDATE identity.authorization_codes SET family_id = $2 WHERE code_hash = $1", code_hash, family_id
+    )
+
+
+async def save_refresh_token(
+    conn: Connection, row: RefreshRow, *, lifetime_seconds: int | None = None
+) -> None:
+    """A new member of a family; the family keeps the expiry of its first sign-in unless given."""
+    await conn.execute(
+        f"INSERT INTO identity.refresh_tokens ({_REFRESH_COLUMNS})"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+        " CASE WHEN $10::int IS NULL THEN $11 ELSE now() + make_interval(secs => $10::int) END)",
+        row.token_hash,
+        row.family_id,
+        row.client_id,
+        row.person_id,
+        row.session_hash,
+        row.scope,
+        row.auth_time,
+        row.acr,
+        row.amr,
+        lifetime_seconds,
+        row.expires_at,
+    )
+
+
+async def consume_refresh_token(conn: Connection, token_hash: bytes) -> RefreshRow | None:
+    """Use a refresh token once (rotation). Presenting one already used revokes its whole family."""
+    row = await conn.fetchrow(
+        f"UPDATE identity.refresh_tokens SET used_at = now()"
+        f" WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()"
+        f" RETURNING {_REFRESH_COLUMNS}",
+        token_hash,
+    )
+    if row is not None:
+        return msgspec.convert(row, RefreshRow, from_attributes=True)
+    family: UUID | None = await conn.fetchval(
+        "SELECT family_id FROM identity.refresh_tokens WHERE token_hash = $1 AND used_at IS NOT NULL",
+        token_hash,
+    )
+    if family is not None:
+        await revoke_family(conn, family)
+    return None
+
+
+async def refresh_token(conn: Connection, token_hash: bytes) -> tuple[RefreshRow, bool] | None:
+    """A refresh token and whether it is still usable (for revocation and introspection)."""
+    row = await conn.fetchrow(
+        f"SELECT {_REFRESH_COLUMNS}, (used_at IS NULL AND revoked_at IS NULL AND expires_at > now()) AS live"
+        " FROM identity.refresh_tokens WHERE token_hash = $1",
+        token_hash,
+    )
+    if row is None:
+        return None
+    data = dict(row.items())
+    live = bool(data.pop("live"))
+    return msgspec.convert(data, RefreshRow), live
+
+
+async def revoke_family(conn: Connection, family_id: UUID) -> None:
+    await conn.execute(
+        "UPDATE identity.refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+        family_id,
+    )
+    await conn.execute(
+        "UPDATE identity.access_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+        family_id,
+    )
+
+
+async def record_access_token(
+    conn: Connection,
+    *,
+    jti: str,
+    family_id: UUID | None,
+    client_id: str,
+    person_id: UUID | None,
+    scope: str,
+    expires_at: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO identity.access_tokens (jti, family_id, client_id, person_id, scope, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        jti,
+        family_id,
+        client_id,
+        person_id,
+        scope,
+        expires_at,
+    )
+
+
+async def access_token_revoked(conn: Connection, jti: str) -> bool:
+    """True when revoked, or when we have no record of it (then it was not issued here)."""
+    revoked: bool | None = await conn.fetchval(
+        "SELECT revoked_at IS NOT NULL FROM identity.access_tokens WHERE jti = $1", jti
+    )
+    return revoked is not False
+
+
+async def revoke_access_token(conn: Connection, jti: str) -> None:
+    await conn.execute(
+        "UPDATE identity.access_tokens SET revoked_at = now() WHERE jti = $1 AND revoked_at IS NULL", jti
+    )
+
+
+async def remember_assertion(conn: Connection, client_id: str, jti: str, expires_at: datetime) -> bool:
+    """A private_key_jwt assertion id, once: False when it was seen before (a replay)."""
+    result: str = await conn.execute(
+        "INSERT INTO identity.used_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3)"
+        " ON CONFLICT DO NOTHING",
+        client_id,
+        jti,
+        expires_at,
+    )
+    return result.endswith(" 1")

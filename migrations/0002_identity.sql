@@ -196,11 +196,20 @@ CREATE TABLE identity.refresh_tokens (
 );
 CREATE INDEX refresh_tokens_family ON identity.refresh_tokens (family_id);
 
--- Access tokens are JWTs checked locally; revocation and introspection look here.
-CREATE TABLE identity.revoked_access_tokens (
+-- Access tokens are JWTs checked locally by every route; the record here is what revocation,
+-- introspection and "a reused code revokes what it issued" work on.
+CREATE TABLE identity.access_tokens (
     jti         text PRIMARY KEY,
-    expires_at  timestamptz NOT NULL
+    family_id   uuid,
+    client_id   text NOT NULL REFERENCES identity.clients (client_id),
+    person_id   uuid REFERENCES identity.persons (id) ON DELETE CASCADE,
+    scope       text NOT NULL,
+    issued_at   timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL,
+    revoked_at  timestamptz
 );
+CREATE INDEX access_tokens_family ON identity.access_tokens (family_id) WHERE family_id IS NOT NULL;
+CREATE INDEX access_tokens_expiry ON identity.access_tokens (expires_at);
 
 -- private_key_jwt client assertions are single use.
 CREATE TABLE identity.used_assertions (

@@ -15,8 +15,10 @@ from redis.asyncio import Redis
 import onewindow
 from identity import api as identity_api
 from identity.api import IdentityRuntime
-from identity.http import DiscoveryController
+from identity.http import DiscoveryController, TokenController
 from identity.keys import KeyRing
+from identity.oauth import OneWindowAuthorizationServer
+from identity.oidc import SCOPES
 from onewindow.db import Database, PoolDatabase
 from onewindow.ops import ObserveMiddleware, OpsController
 from onewindow.problems import exception_handlers
@@ -27,7 +29,7 @@ from onewindow.worker import BackgroundWorker
 
 def route_handlers() -> list[ControllerRouterHandler]:
     """Every context's controllers. Contexts add theirs here as their `http` modules appear."""
-    return [OpsController, DiscoveryController]
+    return [OpsController, DiscoveryController, TokenController]
 
 
 def create_app(
@@ -46,6 +48,15 @@ def create_app(
         keys = KeyRing(database, settings.master_secret)
         await keys.load()
         identity_api.install(app.state, IdentityRuntime(issuer=settings.public_url, keys=keys))
+        app.state.oauth_server = OneWindowAuthorizationServer(
+            issuer=settings.public_url,
+            keys=keys,
+            access_token_seconds=settings.access_token_seconds,
+            id_token_seconds=settings.id_token_seconds,
+            refresh_token_days=settings.refresh_token_days,
+            code_seconds=settings.authorization_code_seconds,
+            scopes=SCOPES,
+        )
         worker = BackgroundWorker(settings, database) if settings.run_worker else None
         if worker is not None:
             worker.start()
