@@ -18,8 +18,9 @@ from typing import Any
 import msgspec
 from joserfc.jwk import KeySet, RSAKey
 
-from identity.credentials import decrypt, derive_key, encrypt
+from identity.credentials import DecryptionError, decrypt, derive_key, encrypt
 from onewindow.db import Connection, Database
+from onewindow.errors import StartupError
 
 ALGORITHM = "RS256"
 _KEY_BITS = 2048
@@ -99,7 +100,13 @@ class KeyRing:
             ]
         active = next((row for row in rows if row.retired_at is None), None)
         if active is not None:
-            pem = decrypt(_encryption_key(self.master), active.private_key_enc)
+            try:
+                pem = decrypt(_encryption_key(self.master), active.private_key_enc)
+            except DecryptionError:
+                raise StartupError(
+                    f"the signing key {active.kid} cannot be decrypted: ONEWINDOW_SECRET_KEY is not the "
+                    "secret it was made with (restore that secret; rotating keys does not help)"
+                ) from None
             self._active = RSAKey.import_key(
                 pem, parameters={"kid": active.kid, "alg": ALGORITHM, "use": "sig"}
             )

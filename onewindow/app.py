@@ -95,8 +95,9 @@ def create_app(
 def app_from_env() -> Litestar:
     """uvicorn's factory for `--workers N`: each worker process builds its settings once, here."""
     from onewindow.logs import configure_logging  # noqa: PLC0415
+    from onewindow.serve import ensure_secret_key  # noqa: PLC0415
     from onewindow.settings import load_settings  # noqa: PLC0415
 
-    settings = load_settings()
+    settings = ensure_secret_key(load_settings())
     configure_logging(settings)
     return create_app(settings)

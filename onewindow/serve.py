@@ -44,7 +44,10 @@ def ensure_secret_key(settings: Settings) -> Settings:
                 handle.write(secrets.token_urlsafe(48))
         value = path.read_text().strip()
     except OSError as exc:
-        raise StartupError(f"cannot keep the development secret key in {path}: {exc.strerror}") from None
+        raise StartupError(
+            f"data directory {settings.data_dir} is not writable ({exc.strerror}), so the development "
+            "secret key cannot be kept there; set ONEWINDOW_DATA_DIR, or ONEWINDOW_SECRET_KEY"
+        ) from None
     log.warning("using the development secret key", extra={"path": str(path)})
     return settings.model_copy(update={"secret_key": SecretStr(value)})
 
@@ -53,20 +56,22 @@ def ensure_secret_key(settings: Settings) -> Settings:
 def backing_services(settings: Settings) -> Iterator[Settings]:
     """Yield settings whose DATABASE_URL and REDIS_URL point at live servers, embedded if unset,
     and with the master secret resolved."""
-    settings = ensure_secret_key(settings)
     if not settings.embedded:
-        yield settings
+        yield ensure_secret_key(settings)
         return
     servers = EmbeddedServers(
         settings.data_dir, postgres=settings.database_url is None, redis=settings.redis_url is None
     )
     servers.start()
     try:
-        yield settings.model_copy(
-            update={
-                "database_url": settings.database_url or servers.database_url,
-                "redis_url": settings.redis_url or servers.redis_url,
-            }
+        # After the servers: the data directory is ours (locked) before anything is written to it.
+        yield ensure_secret_key(
+            settings.model_copy(
+                update={
+                    "database_url": settings.database_url or servers.database_url,
+                    "redis_url": settings.redis_url or servers.redis_url,
+                }
+            )
         )
     finally:
         servers.stop()

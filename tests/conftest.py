@@ -306,4 +306,5 @@ def server_env(settings: Settings, data_dir: Path) -> dict[str, str]:
         ONEWINDOW_DATA_DIR=str(data_dir),
         ONEWINDOW_QUEUE_NAME=settings.queue_name,
         ONEWINDOW_LOG_LEVEL="WARNING",
+        ONEWINDOW_SECRET_KEY=TEST_SECRET,  # the test database's signing key is encrypted with it
     )

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import clean_env, stop
+from onewindow.settings import Settings
+from tests.conftest import server_env, stop
 from tests.e2e.conftest import serve_testapp
 
 pytestmark = pytest.mark.e2e
@@ -17,17 +18,10 @@ _TOO_BIG = b"x" * 10_240
 
 
 @pytest.fixture(scope="module")
-def body_server(servers: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def body_server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """OneWindow's app with a body-reading route (tests/e2e/testapp.py) under uvicorn, limit 2 kB."""
-    admin_url, redis_url = servers
     log = tmp_path_factory.mktemp("body") / "uvicorn.log"
-    env = clean_env(
-        DATABASE_URL=admin_url,
-        REDIS_URL=redis_url,
-        ONEWINDOW_DATA_DIR=str(log.parent),
-        ONEWINDOW_MAX_BODY_BYTES=str(_LIMIT),
-        ONEWINDOW_LOG_LEVEL="WARNING",
-    )
+    env = server_env(settings, log.parent) | {"ONEWINDOW_MAX_BODY_BYTES": str(_LIMIT)}
     served = serve_testapp(env, log)
     try:
         yield served.base_url

@@ -19,8 +19,8 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import clean_env, free_port, stop
-from tests.e2e.conftest import Served, serve_testapp, wait_for_status
+from tests.conftest import TEST_SECRET, clean_env, free_port, stop
+from tests.e2e.conftest import Served, run_command, serve_testapp, wait_for_status
 
 pytestmark = pytest.mark.e2e
 
@@ -133,7 +133,11 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             REDIS_URL=own_redis.url,
             ONEWINDOW_DATA_DIR=str(workdir / "data"),
             ONEWINDOW_LOG_FORMAT="text",
+            ONEWINDOW_SECRET_KEY=TEST_SECRET,
         )
+        # The app needs its schema and a signing key: what `onewindow migrate` makes.
+        migrated = run_command(["migrate"], env)
+        assert migrated.returncode == 0, migrated.stderr
         served = serve_testapp(env, workdir / "serve.log")
         yield Rig(served, postgres, own_redis)
     finally:

@@ -19,6 +19,7 @@ from litestar.datastructures import State
 from onewindow.app import create_app
 from onewindow.db import Connection
 from onewindow.logs import configure_logging
+from onewindow.serve import ensure_secret_key
 from onewindow.settings import load_settings
 from onewindow.web import resources
 
@@ -40,6 +41,6 @@ async def redis_ping(state: State) -> dict[str, bool]:
 
 
 def app() -> Litestar:
-    settings = load_settings()
+    settings = ensure_secret_key(load_settings())
     configure_logging(settings)
     return create_app(settings, extra_handlers=[echo, database, redis_ping])
