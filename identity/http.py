@@ -6,19 +6,38 @@ The OAuth endpoints answer as the specifications say (JSON `{error, error_descri
 
 from __future__ import annotations
 
+import html
+import time
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 from uuid import UUID
 
+from authlib.oauth2 import OAuth2Error
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import SerializationException
 
 from identity import oauth, store
 from identity.api import IdentityRuntime
-from identity.oidc import INTROSPECT, JWKS, REVOKE, TOKEN, USERINFO, metadata
+from identity.oidc import (
+    AUTHORIZE,
+    INTROSPECT,
+    JWKS,
+    LOA_HIGH,
+    LOA_LOW,
+    LOA_SUBSTANTIAL,
+    LOGOUT,
+    REVOKE,
+    TOKEN,
+    USERINFO,
+    metadata,
+)
+from identity.sessions import SESSION_COOKIE, SignOn, clear_session_cookie, current_sign_on, end_sessions
 from identity.tokens import InvalidToken, verify_access_token
 from onewindow.db import Connection
+from onewindow.settings import Settings
+from onewindow.web import resources
 
 _CACHE_PUBLIC = {"Cache-Control": "public, max-age=300"}
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -195,3 +214,153 @@ async def _userinfo(
     if "openid" not in claims.scope.split() or claims.sub == claims.client_id:
         return _bearer_error(403, "insufficient_scope", "UserInfo needs a token with the openid scope.")
     return Response(await oauth.user_claims(conn, UUID(claims.sub), claims.scope), headers=_NO_STORE)
+
+
+# --- Authorization and logout: the browser-facing endpoints ---------------------------------
+
+_ACR_RANK = {LOA_LOW: 0, LOA_SUBSTANTIAL: 1, LOA_HIGH: 2}
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+_RESUME_MARK = "ow_signed_in_after"  # ours: set on the way to the login page for prompt=login
+
+
+def error_page(status: int, title: str, detail: str) -> Response[str]:
+    """Errors that must not go back to a redirect URI we could not verify are shown here."""
+    body = (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title></head>"
+        '<body style="font-family:sans-serif;max-width:32rem;margin:2rem auto;padding:0 1rem">'
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(detail)}</p></body></html>"
+    )
+    return Response(body, status_code=status, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
+
+
+def _redirect(location: str, status: int = 302) -> Response[str]:
+    return Response("", status_code=status, headers={"Location": location, **_NO_STORE})
+
+
+def _oauth_result_response(result: oauth.OAuthResult) -> Response[Any]:
+    headers = dict(result.headers)
+    if "Location" in headers:
+        return _redirect(headers["Location"], result.status)
+    return error_page(result.status, "Sign-in request refused", str(result.body))
+
+
+def _fresh_enough(sign_on: SignOn, params: dict[str, str]) -> bool:
+    """max_age and prompt=login: has the person signed in recently enough for this request?"""
+    now = datetime.now(UTC)
+    max_age = params.get("max_age", "")
+    if max_age.isdigit() and (now - sign_on.auth_time).total_seconds() > int(max_age):
+        return False
+    if "login" in params.get("prompt", "").split():
+        # Sent to the login page once already? Then a sign-in after that moment satisfies it.
+        after = params.get(_RESUME_MARK, "")
+        return after.isdigit() and sign_on.auth_time.timestamp() >= int(after)
+    return True
+
+
+def _acr_unmet(params: dict[str, str], achieved: str) -> bool:
+    """A client asking acr_values gets one of them or an error, never less (fail closed)."""
+    requested = [value for value in params.get("acr_values", "").split() if value in _ACR_RANK]
+    if not params.get("acr_values"):
+        return False
+    return not any(_ACR_RANK[achieved] >= _ACR_RANK[value] for value in requested)
+
+
+class AuthorizeController(Controller):
+    tags = ["identity"]  # noqa: RUF012 - litestar's declared type
+
+    @get(AUTHORIZE, operation_id="oauth_authorize", summary="Authorization endpoint (code flow, PKCE)")
+    async def authorize(self, request: AnyRequest, conn: Connection, state: State) -> Response[Any]:
+        server = _server(state)
+        raw = await raw_request(request, server.issuer, AUTHORIZE, with_query=True)
+        if isinstance(raw, Response):
+            return error_page(400, "Sign-in request refused", "A parameter is too long or not text.")
+        params = dict(raw.query)
+        sign_on = await current_sign_on(conn, request.cookies.get(SESSION_COOKIE))
+        end_user = None
+        if sign_on is not None and _fresh_enough(sign_on, params):
+            end_user = await oauth.end_user(conn, sign_on)
+        try:
+            grant = await oauth.run(conn, server.get_consent_grant, request=raw, end_user=end_user)
+        except OAuth2Error as error:
+            if error.redirect_uri:
+                return _oauth_result_response(oauth.error_result(error))
+            return error_page(400, "Sign-in request refused", error.description or error.error)
+        except ValueError:
+            return error_page(
+                400, "Sign-in request refused", "The request contains characters that are not allowed."
+            )
+        if end_user is None:
+            # To the login page, and back here afterwards with the same request.
+            back = [(k, v) for k, v in raw.query if k != _RESUME_MARK]
+            if "login" in params.get("prompt", "").split():
+                back.append((_RESUME_MARK, str(int(time.time()))))
+            login_query = {"return_to": f"{AUTHORIZE}?{urlencode(back)}"}
+            if params.get("login_hint"):
+                login_query["login_hint"] = params["login_hint"]
+            return _redirect(f"/login?{urlencode(login_query)}", 303)
+        if _acr_unmet(params, end_user.acr):
+            unmet = OAuth2Error(
+                description="The requested level of assurance cannot be reached with this sign-in.",
+                error="unmet_authentication_requirements",
+                redirect_uri=grant.redirect_uri,
+                state=params.get("state"),
+            )
+            return _oauth_result_response(oauth.error_result(unmet))
+        result = await oauth.run(
+            conn, server.create_authorization_response, request=raw, grant_user=end_user, grant=grant
+        )
+        return _oauth_result_response(result)
+
+    @get(LOGOUT, operation_id="oidc_logout", summary="RP-initiated logout")
+    async def logout(self, request: AnyRequest, conn: Connection, state: State) -> Response[Any]:
+        server = _server(state)
+        params = {
+            k: v for k, v in request.query_params.items() if isinstance(v, str) and len(v) <= _MAX_PARAMETER
+        }
+        hint = params.get("id_token_hint")
+        target = params.get("post_logout_redirect_uri")
+        claims = await oauth.id_token_hint_claims(server.keys, server.issuer, hint) if hint else None
+        if hint and claims is None:
+            return error_page(
+                400, "Sign-out request refused", "The id_token_hint is not an ID token issued here."
+            )
+        if claims is None:
+            # Without proof of who asks, a link must not sign anyone out: confirm on our own page.
+            return _redirect("/logout", 303)
+        audiences = claims.get("aud")
+        audience = [audiences] if isinstance(audiences, str) else list(audiences or [])
+        client_id = params.get("client_id") or (audience[0] if audience else None)
+        if client_id is None or client_id not in audience:
+            return error_page(400, "Sign-out request refused", "client_id does not match the id_token_hint.")
+        sign_on = await current_sign_on(conn, request.cookies.get(SESSION_COOKIE))
+        if sign_on is not None and str(sign_on.person_id) == claims.get("sub"):
+            await end_sessions(conn, sign_on.person_id)
+        await store.audit(conn, action="logout", client_id=client_id, subject=str(claims.get("sub")))
+        response: Response[Any]
+        if target:
+            client = await store.client_by_id(conn, client_id)
+            if client is None or target not in client.post_logout_redirect_uris:
+                return error_page(
+                    400, "Sign-out request refused", "post_logout_redirect_uri is not registered."
+                )
+            location = (
+                target + ("&" if "?" in target else "?") + urlencode({"state": params["state"]})
+                if params.get("state")
+                else target
+            )
+            response = _redirect(location, 303)
+        else:
+            response = error_page(200, "Signed out", "You have been signed out of OneWindow.")
+        response.set_cookie(clear_session_cookie(_settings(state)))
+        return response
+
+
+def _settings(state: State) -> Settings:
+    return resources(state).settings

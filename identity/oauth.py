@@ -48,6 +48,7 @@ from joserfc.jwk import KeySet
 from identity import store
 from identity.keys import ALGORITHM, KeyRing
 from identity.oidc import INTROSPECT, TOKEN
+from identity.sessions import SignOn
 from identity.store import ClientRow, CodeRow, RefreshRow
 from identity.tokens import InvalidToken, issue_access_token, resource_audience, verify_access_token
 from onewindow.db import Connection
@@ -270,6 +271,30 @@ class _Access:
 
     def is_revoked(self) -> bool:
         return self.revoked
+
+
+async def end_user(conn: Connection, sign_on: SignOn) -> EndUser | None:
+    """The person behind a sign-on session, None when their account is disabled."""
+    return await _end_user(
+        conn,
+        sign_on.person_id,
+        auth_time=sign_on.auth_time,
+        acr=sign_on.acr,
+        amr=sign_on.amr,
+        session_hash=sign_on.session_hash,
+    )
+
+
+async def id_token_hint_claims(ring: KeyRing, issuer: str, hint: str) -> dict[str, Any] | None:
+    """The claims of an ID token we issued (signature and issuer checked; expiry ignored, as
+    RP-initiated logout allows), or None."""
+    try:
+        keys = await ring.verification_keys(None)
+        decoded = jwt.decode(hint, keys, algorithms=[ALGORITHM])
+    except (JoseError, ValueError):
+        return None
+    claims: dict[str, Any] = decoded.claims
+    return claims if claims.get("iss") == issuer and claims.get("sub") else None
 
 
 async def _end_user(
