@@ -15,7 +15,7 @@ without a valid token, and 403 when the token lacks the role or scope.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
@@ -23,7 +23,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from identity.keys import KeyRing
-from identity.tokens import InvalidToken, RoleGrant, verify_access_token
+from identity.tokens import InvalidToken, RoleGrant, VerifiedCache, verify_access_token
 from onewindow.errors import Forbidden, Unauthorized
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "current_principal",
     "require_role",
     "require_scope",
+    "require_signed_in",
 ]
 
 ROLES = ("citizen", "clerk", "officer", "supervisor", "grid_worker", "admin")
@@ -53,6 +54,7 @@ class IdentityRuntime:
 
     issuer: str
     keys: KeyRing
+    verified: VerifiedCache = field(default_factory=VerifiedCache)
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,7 +113,9 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     if token is not None:
         runtime = _runtime(connection)
         try:
-            claims = await verify_access_token(runtime.keys, token, issuer=runtime.issuer)
+            claims = await verify_access_token(
+                runtime.keys, token, issuer=runtime.issuer, cache=runtime.verified
+            )
         except InvalidToken:
             raise Unauthorized(
                 "The access token is not valid (expired, revoked by rotation, or not issued here).",

@@ -13,13 +13,14 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 from uuid import UUID
 
+import msgspec
 from authlib.oauth2 import OAuth2Error
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import SerializationException
 
 from identity import oauth, store
-from identity.api import IdentityRuntime
+from identity.api import IdentityRuntime, current_principal, require_signed_in
 from identity.oidc import (
     AUTHORIZE,
     INTROSPECT,
@@ -34,7 +35,7 @@ from identity.oidc import (
     metadata,
 )
 from identity.sessions import SESSION_COOKIE, SignOn, clear_session_cookie, current_sign_on, end_sessions
-from identity.tokens import InvalidToken, verify_access_token
+from identity.tokens import InvalidToken, RoleGrant, verify_access_token
 from onewindow.db import Connection
 from onewindow.settings import Settings
 from onewindow.web import resources
@@ -364,3 +365,33 @@ class AuthorizeController(Controller):
 
 def _settings(state: State) -> Settings:
     return resources(state).settings
+
+
+class MeReply(msgspec.Struct, frozen=True):
+    subject: str
+    client_id: str
+    kind: str
+    scopes: list[str]
+    roles: list[RoleGrant]
+    acr: str | None
+    name: str | None
+
+
+class PrincipalController(Controller):
+    """Who the bearer token says the caller is: what a front end needs to shape its menus."""
+
+    path = "/api/v1/identity"
+    tags = ["identity"]  # noqa: RUF012 - litestar's declared type
+
+    @get("/me", operation_id="identity_me", summary="The calling principal", guards=[require_signed_in()])
+    async def me(self, request: AnyRequest) -> MeReply:
+        principal = current_principal(request)
+        return MeReply(
+            subject=principal.subject,
+            client_id=principal.client_id,
+            kind=principal.kind,
+            scopes=sorted(principal.scopes),
+            roles=list(principal.roles),
+            acr=principal.acr,
+            name=principal.name,
+        )

@@ -94,8 +94,43 @@ async def issue_access_token(
     return jwt.encode(header, payload, key, algorithms=[ALGORITHM], default_type=None), claims
 
 
-async def verify_access_token(ring: KeyRing, token: str, *, issuer: str) -> AccessClaims:
+class VerifiedCache:
+    """Tokens whose signature has been verified, until they expire.
+
+    A client calls many routes with one token; checking an RS256 signature each time costs more
+    than the rest of a small request. The signature and claims of a token never change, so once
+    verified only the expiry needs checking again. Bounded: when full, the oldest half goes.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._claims: dict[str, AccessClaims] = {}
+
+    def get(self, token: str) -> AccessClaims | None:
+        claims = self._claims.get(token)
+        if claims is not None and claims.exp + _LEEWAY <= time.time():
+            del self._claims[token]
+            return None
+        return claims
+
+    def put(self, token: str, claims: AccessClaims) -> None:
+        if len(self._claims) >= self._size:
+            for old in list(self._claims)[: self._size // 2]:
+                del self._claims[old]
+        self._claims[token] = claims
+
+
+async def verify_access_token(
+    ring: KeyRing, token: str, *, issuer: str, cache: VerifiedCache | None = None
+) -> AccessClaims:
     """Check signature, type, issuer, audience and expiry; raise `InvalidToken` on any failure."""
+    if cache is not None:
+        cached = cache.get(token)
+        if cached is not None and cached.iss == issuer:
+            return cached
+        claims = await verify_access_token(ring, token, issuer=issuer)
+        cache.put(token, claims)
+        return claims
     try:
         header = extract_compact(token.encode()).protected
     except (JoseError, ValueError, UnicodeError) as exc:

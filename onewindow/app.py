@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 import onewindow
 from identity import api as identity_api
 from identity.api import IdentityRuntime
-from identity.http import AuthorizeController, DiscoveryController, TokenController
+from identity.http import AuthorizeController, DiscoveryController, PrincipalController, TokenController
 from identity.keys import KeyRing
 from identity.oauth import OneWindowAuthorizationServer
 from identity.oidc import SCOPES
@@ -29,7 +29,7 @@ from onewindow.worker import BackgroundWorker
 
 def route_handlers() -> list[ControllerRouterHandler]:
     """Every context's controllers. Contexts add theirs here as their `http` modules appear."""
-    return [OpsController, DiscoveryController, TokenController, AuthorizeController]
+    return [OpsController, DiscoveryController, TokenController, AuthorizeController, PrincipalController]
 
 
 def create_app(

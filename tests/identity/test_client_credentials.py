@@ -116,3 +116,24 @@ async def test_disabled_client_cannot_get_tokens(http: httpx.AsyncClient, conn: 
     reply = await _ioc_token(http)
     assert reply.status_code == 401
     assert reply.json()["error"] == "invalid_client"
+
+
+async def test_me_describes_the_machine_client_and_needs_a_token(http: httpx.AsyncClient) -> None:
+    token = (await _ioc_token(http, "ioc.feed ioc.update")).json()["access_token"]
+    for _ in range(2):  # the second time from the verified-token cache: the same answer
+        me = await http.get("/api/v1/identity/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200
+        assert me.json() == {
+            "subject": "ioc",
+            "client_id": "ioc",
+            "kind": "client",
+            "scopes": ["ioc.feed", "ioc.update"],
+            "roles": [],
+            "acr": None,
+            "name": None,
+        }
+    assert (await http.get("/api/v1/identity/me")).status_code == 401
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert (
+        await http.get("/api/v1/identity/me", headers={"Authorization": f"Bearer {tampered}"})
+    ).status_code == 401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -19,7 +20,7 @@ from litestar.params import FromPath
 
 from identity.api import Principal, current_principal, require_role, require_scope
 from identity.keys import KeyRing, create_key
-from identity.tokens import InvalidToken, RoleGrant, issue_access_token, verify_access_token
+from identity.tokens import InvalidToken, RoleGrant, VerifiedCache, issue_access_token, verify_access_token
 from onewindow.db import Connection
 from onewindow.settings import Settings
 from tests.conftest import TEST_SECRET, RollbackDatabase, app_client, build_app
@@ -163,6 +164,23 @@ async def test_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key(
     assert [k["kid"] for k in other.jwks()["keys"]] == [new_kid]
     with pytest.raises(InvalidToken):
         await verify_access_token(other, old_token, issuer=ISSUER)
+
+
+async def test_the_verified_cache_still_refuses_expired_and_other_issuers(ring: KeyRing) -> None:
+    cache = VerifiedCache(size=4)
+    token = await _token(ring)
+    assert (await verify_access_token(ring, token, issuer=ISSUER, cache=cache)).sub == "person-1"
+    assert cache.get(token) is not None
+    with pytest.raises(InvalidToken):
+        await verify_access_token(ring, token, issuer="https://evil.example", cache=cache)
+    short = await _token(ring, lifetime=-29)  # inside the leeway: accepted once, then it expires
+    await verify_access_token(ring, short, issuer=ISSUER, cache=cache)
+    await asyncio.sleep(1.1)
+    with pytest.raises(InvalidToken):
+        await verify_access_token(ring, short, issuer=ISSUER, cache=cache)
+    for _ in range(6):  # bounded: older entries make room
+        await verify_access_token(ring, await _token(ring), issuer=ISSUER, cache=cache)
+    assert len(cache._claims) <= 4
 
 
 def test_role_grants_cover_their_unit_and_below_only() -> None:
