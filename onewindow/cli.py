@@ -41,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="run the background worker: outbox delivery, jobs, periodic jobs")
     commands.add_parser("migrate", help="apply pending database migrations and exit")
 
+    keys = commands.add_parser("keys", help="signing keys of the OpenID Connect provider")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = key_commands.add_parser(
+        "rotate", help="make a new signing key; the old one stays published until its tokens expire"
+    )
+    rotate.add_argument(
+        "--if-due", action="store_true", help="only when the active key is older than ONEWINDOW_KEY_ROTATION_DAYS"
+    )
+
     seed = commands.add_parser("seed", help="load data into the database")
     seed.add_argument("--demo", action="store_true", required=True, help="the demo city (idempotent)")
     return parser
@@ -61,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             with backing_services(settings) as live:
                 applied = asyncio.run(apply_migrations(live))
             print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))  # noqa: T201
+        elif args.command == "keys":
+            with backing_services(settings) as live:
+                kid = asyncio.run(_rotate(live, if_due=args.if_due))
+            print(f"new signing key {kid}" if kid else "the active signing key is not due for rotation")  # noqa: T201
         elif args.command == "seed":
             with backing_services(settings) as live:
                 parts = asyncio.run(_seed(live))
@@ -86,6 +99,29 @@ async def _seed(settings: Settings) -> list[str]:
         return await seed_demo(db, settings)
     finally:
         await db.close()
+
+
+async def _rotate(settings: Settings, *, if_due: bool) -> str | None:
+    from datetime import timedelta  # noqa: PLC0415
+
+    from identity.keys import create_key, rotate_if_due  # noqa: PLC0415
+    from onewindow.db import connect  # noqa: PLC0415
+    from onewindow.serve import token_grace  # noqa: PLC0415
+
+    await apply_migrations(settings)
+    conn = await connect(settings.dsn)
+    try:
+        async with conn.transaction():
+            if if_due:
+                return await rotate_if_due(
+                    conn,
+                    settings.master_secret,
+                    grace=token_grace(settings),
+                    max_age=timedelta(days=settings.key_rotation_days),
+                )
+            return await create_key(conn, settings.master_secret, grace=token_grace(settings))
+    finally:
+        await conn.close()
 
 
 async def _worker(settings: Settings) -> None:

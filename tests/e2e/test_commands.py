@@ -14,7 +14,7 @@ import pytest
 from onewindow.db import connect
 from onewindow.events import Event
 from onewindow.outbox import publish
-from tests.conftest import clean_env, stop
+from tests.conftest import TEST_SECRET, clean_env, stop
 from tests.e2e.conftest import Child, launch, run_async, run_command
 
 pytestmark = pytest.mark.e2e
@@ -134,3 +134,36 @@ def test_worker_delivers_a_committed_event_on_notify_and_stops_on_sigterm(
         stop(worker.process, signal.SIGTERM)
         if event_id is not None:
             run_async(_forget(migrated_database, event_id))
+
+
+def test_keys_rotate_makes_a_new_active_key_and_keeps_the_old_one_published(
+    migrated_database: str, servers: tuple[str, str], tmp_path: Path
+) -> None:
+    env = clean_env(
+        DATABASE_URL=migrated_database,
+        REDIS_URL=servers[1],
+        ONEWINDOW_DATA_DIR=str(tmp_path),
+        ONEWINDOW_SECRET_KEY=TEST_SECRET,
+    )
+    not_due = run_command(["keys", "rotate", "--if-due"], env)
+    assert not_due.returncode == 0, not_due.stderr
+    assert "not due" in not_due.stdout
+    rotated = run_command(["keys", "rotate"], env)
+    assert rotated.returncode == 0, rotated.stderr
+    kid = rotated.stdout.strip().rsplit(" ", 1)[-1]
+
+    async def keys() -> list[tuple[str, bool, bool]]:
+        conn = await connect(migrated_database)
+        try:
+            rows = await conn.fetch(
+                "SELECT kid, retired_at IS NULL AS active, unpublish_after IS NOT NULL AS leaving"
+                " FROM identity.signing_keys ORDER BY created_at"
+            )
+            return [(r["kid"], r["active"], r["leaving"]) for r in rows]
+        finally:
+            await conn.close()
+
+    found = run_async(keys())
+    assert len(found) == 2
+    assert found[1] == (kid, True, False)
+    assert found[0][1:] == (False, True)

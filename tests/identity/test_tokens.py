@@ -19,7 +19,7 @@ from litestar.connection import ASGIConnection
 from litestar.params import FromPath
 
 from identity.api import Principal, current_principal, require_role, require_scope
-from identity.keys import KeyRing, create_key
+from identity.keys import KeyRing, create_key, rotate_if_due
 from identity.tokens import InvalidToken, RoleGrant, VerifiedCache, issue_access_token, verify_access_token
 from onewindow.db import Connection
 from onewindow.settings import Settings
@@ -331,3 +331,15 @@ async def test_each_role_reaches_only_what_its_scope_allows(
     token = await _token(ring, roles=roles, scope=scope)
     seen = {path: (await http.get(path, headers=_bearer(token))).status_code for path in expected}
     assert seen == expected
+
+
+async def test_rotate_if_due_rotates_only_an_old_key(conn: Connection) -> None:
+    master = TEST_SECRET.encode()
+    grace = timedelta(minutes=6)
+    assert await rotate_if_due(conn, master, grace=grace, max_age=timedelta(days=90)) is None
+    await conn.execute(
+        "UPDATE identity.signing_keys SET created_at = now() - interval '91 days' WHERE retired_at IS NULL"
+    )
+    new_kid = await rotate_if_due(conn, master, grace=grace, max_age=timedelta(days=90))
+    assert new_kid is not None
+    assert await conn.fetchval("SELECT kid FROM identity.signing_keys WHERE retired_at IS NULL") == new_kid
