@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001 - the Chinese text is punctuated as Chinese is: full-width commas and brackets
 """The sign-in and sign-out pages: server-rendered HTML, no JavaScript, in Chinese and English.
 
 Any endpoint that needs a signed-in person sends them here and gets them back:
@@ -83,9 +82,9 @@ _TOKEN: Final = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 # litestar adds "; charset=utf-8" to text/html itself.
 HTML: Final = MediaType.HTML
-CONTENT_SECURITY_POLICY: Final = (
-    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
-)
+# No form-action: Chrome and Safari apply it to every redirect after a form is posted, and the
+# sign-in form's redirects end at the client's own redirect URI (w3c/webappsec-csp#8).
+CONTENT_SECURITY_POLICY: Final = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 _PAGE_HEADERS: Final = {
     # A sign-in page or its reply in a shared computer's cache or history would leak who signed in.
     "Cache-Control": "no-store",
@@ -214,7 +213,7 @@ def choose_language(requested: str | None, accept_language: str | None) -> str:
 # --- pages -----------------------------------------------------------------------------------
 
 
-def _document(lang: str, title: str, body: str) -> str:
+def document(lang: str, title: str, body: str) -> str:
     text = TEXT[lang]
     return (
         "<!doctype html>\n"
@@ -225,7 +224,7 @@ def _document(lang: str, title: str, body: str) -> str:
     )
 
 
-def _error(message: str | None) -> str:
+def error_html(message: str | None) -> str:
     return f'<p class="error" role="alert">{escape(message)}</p>\n' if message else ""
 
 
@@ -239,7 +238,7 @@ def _login_page(lang: str, *, csrf: str, return_to: str, login: str = "", error:
     switch = f"{LOGIN_PATH}?{urlencode({'lang': other, 'return_to': return_to})}"
     body = (
         f"<h1>{escape(text['sign_in'])}</h1>\n"
-        f"{_error(error)}"
+        f"{error_html(error)}"
         f'<form method="post" action="{LOGIN_PATH}">\n'
         f'<input type="hidden" name="csrf_token" value="{escape(csrf)}">\n'
         f'<input type="hidden" name="return_to" value="{escape(return_to)}">\n'
@@ -255,17 +254,17 @@ def _login_page(lang: str, *, csrf: str, return_to: str, login: str = "", error:
         f'<p class="lang"><a href="{escape(switch)}" hreflang="{other}" lang="{TEXT[other]["html_lang"]}">'
         f"{escape(text['other_language'])}</a></p>"
     )
-    return _document(lang, text["sign_in"], body)
+    return document(lang, text["sign_in"], body)
 
 
 def _message_page(
     lang: str, title: str, message: str, *, link: str, link_text: str, problem: bool = True
 ) -> str:
     body = (
-        f"<h1>{escape(title)}</h1>\n{_error(message) if problem else _notice(message)}"
+        f"<h1>{escape(title)}</h1>\n{error_html(message) if problem else _notice(message)}"
         f'<p><a href="{escape(link)}">{escape(link_text)}</a></p>'
     )
-    return _document(lang, title, body)
+    return document(lang, title, body)
 
 
 def _logout_page(lang: str, *, csrf: str) -> str:
@@ -282,10 +281,10 @@ def _logout_page(lang: str, *, csrf: str) -> str:
         f'<p class="lang"><a href="{LOGOUT_PATH}?lang={other}" hreflang="{other}"'
         f' lang="{TEXT[other]["html_lang"]}">{escape(text["other_language"])}</a></p>'
     )
-    return _document(lang, text["sign_out"], body)
+    return document(lang, text["sign_out"], body)
 
 
-def _html(
+def html_response(
     page: str, *, status: int = 200, headers: dict[str, str] | None = None, cookies: Sequence[Cookie] = ()
 ) -> Response[str]:
     return Response(
@@ -297,7 +296,7 @@ def _html(
     )
 
 
-def _redirect(location: str, *, cookies: Sequence[Cookie] = ()) -> Response[str]:
+def redirect_to(location: str, *, cookies: Sequence[Cookie] = ()) -> Response[str]:
     # `location` has passed safe_return_to: printable ASCII, so it goes into the header as is.
     return Response(
         "",
@@ -311,7 +310,7 @@ def _redirect(location: str, *, cookies: Sequence[Cookie] = ()) -> Response[str]
 # --- CSRF and the form body ------------------------------------------------------------------
 
 
-def _csrf_cookie(settings: Settings, token: str, path: str) -> Cookie:
+def csrf_cookie(settings: Settings, token: str, path: str) -> Cookie:
     # HttpOnly: the page has no script that needs it. Strict: never sent from another site's
     # page, which is the point. Path: only the page that checks it ever receives it.
     return Cookie(
@@ -336,13 +335,13 @@ def _clear_csrf_cookie(settings: Settings, path: str) -> Cookie:
     )
 
 
-def _csrf_token(request: Request[Any, Any, Any]) -> str:
+def csrf_token_for(request: Request[Any, Any, Any]) -> str:
     """The browser's token if it has a well-formed one (several open tabs keep working), else a new one."""
     current = request.cookies.get(CSRF_COOKIE)
     return current if current and _TOKEN.fullmatch(current) else secrets.token_urlsafe(32)
 
 
-def _csrf_ok(request: Request[Any, Any, Any], submitted: str | None) -> bool:
+def csrf_ok(request: Request[Any, Any, Any], submitted: str | None) -> bool:
     cookie = request.cookies.get(CSRF_COOKIE)
     if not cookie or not submitted or not _TOKEN.fullmatch(cookie):
         return False
@@ -368,26 +367,26 @@ async def _posted_form(
     """
     accepted = request.headers.get("accept-language")
     try:
-        fields = await _form_fields(request)
-    except _Unreadable as unreadable:
+        fields = await form_fields(request)
+    except Unreadable as unreadable:
         language = choose_language(None, accepted)
         text = TEXT[language]
         page = _message_page(
             language, text[title], text["unreadable"], link=back(language, {}), link_text=text[title]
         )
-        return _html(page, status=unreadable.status)
+        return html_response(page, status=unreadable.status)
     language = choose_language(fields.get("lang"), accepted)
     submitted = fields.get("csrf_token")
-    if submitted is None or not _csrf_ok(request, submitted):
+    if submitted is None or not csrf_ok(request, submitted):
         text = TEXT[language]
         page = _message_page(
             language, text[title], text["csrf"], link=back(language, fields), link_text=text[title]
         )
-        return _html(page, status=403)
+        return html_response(page, status=403)
     return _Posted(fields=fields, language=language, csrf=submitted)
 
 
-class _Unreadable(Exception):
+class Unreadable(Exception):
     """A body that is not the page's form: wrong content type, undecodable, or malformed."""
 
     def __init__(self, status: int) -> None:
@@ -395,11 +394,11 @@ class _Unreadable(Exception):
         self.status = status
 
 
-async def _form_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
-    """The url-encoded form, one value per name. Raises `_Unreadable`."""
+async def form_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The url-encoded form, one value per name. Raises `Unreadable`."""
     content_type, _ = request.content_type
     if content_type != "application/x-www-form-urlencoded":
-        raise _Unreadable(415)
+        raise Unreadable(415)
     try:
         # Strict UTF-8, for the raw bytes and for what percent-escapes decode to: what is not
         # text is refused here, before it can reach a hash or a query.
@@ -410,11 +409,11 @@ async def _form_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
             errors="strict",
         )
     except ValueError as error:  # UnicodeDecodeError too, and too many fields
-        raise _Unreadable(400) from error
+        raise Unreadable(400) from error
     fields: dict[str, str] = {}
     for name, value in pairs:
         if name in fields:  # two values for one field: which one is "the" token or password?
-            raise _Unreadable(400)
+            raise Unreadable(400)
         fields[name] = value
     return fields
 
@@ -475,7 +474,7 @@ class _Attempt:
             login=self.login if keep else "",
             error=message,
         )
-        return _html(page, status=status, headers=headers)
+        return html_response(page, status=status, headers=headers)
 
     def message(self, status: int, key: str) -> Response[str]:
         page = _message_page(
@@ -485,7 +484,7 @@ class _Attempt:
             link=login_url(self.return_to, lang=self.language),
             link_text=self.text["back_to_sign_in"],
         )
-        return _html(page, status=status)
+        return html_response(page, status=status)
 
 
 async def _password_matches(settings: Settings, stored: str | None, password: str) -> bool:
@@ -550,8 +549,12 @@ async def _sign_in(
         # The only moment the password is at hand: raised costs reach the account now.
         rehashed = await asyncio.to_thread(hash_password, attempt.password, hashing)
         await store.set_password_hash(conn, person.id, rehashed)
-    # A second factor for staff goes here: render the code page instead, and call
-    # finish_sign_in when the code is right.
+    from identity import mfa  # noqa: PLC0415 - mfa builds its pages from this module's
+
+    step = await mfa.second_factor(conn, settings, person.id)
+    if step is not None:
+        await audit("second_factor_required")
+        return mfa.to_second_factor(settings, person.id, attempt.return_to, step)
     return await finish_sign_in(
         conn,
         settings,
@@ -599,7 +602,7 @@ async def finish_sign_in(
             "acr": sign_on.acr,
         },
     )
-    return _redirect(
+    return redirect_to(
         safe_return_to(return_to),
         cookies=[sessions.session_cookie(settings, cookie_value), _clear_csrf_cookie(settings, LOGIN_PATH)],
     )
@@ -637,9 +640,9 @@ class LoginController(Controller):
         lang: FromQuery[str | None] = None,
     ) -> Response[str]:
         language = choose_language(lang, request.headers.get("accept-language"))
-        token = _csrf_token(request)
+        token = csrf_token_for(request)
         page = _login_page(language, csrf=token, return_to=safe_return_to(return_to))
-        return _html(page, cookies=[_csrf_cookie(settings, token, LOGIN_PATH)])
+        return html_response(page, cookies=[csrf_cookie(settings, token, LOGIN_PATH)])
 
     @post(
         "/",
@@ -689,9 +692,9 @@ class LogoutController(Controller):
         lang: FromQuery[str | None] = None,
     ) -> Response[str]:
         language = choose_language(lang, request.headers.get("accept-language"))
-        token = _csrf_token(request)
+        token = csrf_token_for(request)
         page = _logout_page(language, csrf=token)
-        return _html(page, cookies=[_csrf_cookie(settings, token, LOGOUT_PATH)])
+        return html_response(page, cookies=[csrf_cookie(settings, token, LOGOUT_PATH)])
 
     @post(
         "/",
@@ -731,4 +734,4 @@ class LogoutController(Controller):
             problem=False,
         )
         clear = [sessions.clear_session_cookie(settings), _clear_csrf_cookie(settings, LOGOUT_PATH)]
-        return _html(page, cookies=clear)
+        return html_response(page, cookies=clear)

@@ -16,6 +16,8 @@ import onewindow
 from identity import api as identity_api
 from identity.api import IdentityRuntime
 from identity.http import AuthorizeController, DiscoveryController, PrincipalController, TokenController
+from identity.login import LoginController, LogoutController
+from identity.mfa import MfaController
 from identity.keys import KeyRing
 from identity.oauth import OneWindowAuthorizationServer
 from identity.oidc import SCOPES
@@ -29,7 +31,16 @@ from onewindow.worker import BackgroundWorker
 
 def route_handlers() -> list[ControllerRouterHandler]:
     """Every context's controllers. Contexts add theirs here as their `http` modules appear."""
-    return [OpsController, DiscoveryController, TokenController, AuthorizeController, PrincipalController]
+    return [
+        OpsController,
+        DiscoveryController,
+        TokenController,
+        AuthorizeController,
+        PrincipalController,
+        LoginController,
+        LogoutController,
+        MfaController,
+    ]
 
 
 def create_app(

@@ -1,0 +1,423 @@
+"""The second factor: TOTP (RFC 6238) with recovery codes, between the password and the session.
+
+After a right password, a person who has a confirmed TOTP is asked for a code; staff without one
+must enrol first when ONEWINDOW_STAFF_MFA is required. Between the two steps the browser holds
+a short-lived signed cookie (`ow_mfa`: who, where to go back, when), never a session: nothing
+is signed in until the second factor is right.
+
+Levels of assurance: password alone is low; with the second factor substantial; and high when
+the person's identity was also verified (at the counter or by a trusted eID).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from datetime import UTC, datetime
+from html import escape
+from typing import Any, Final, Literal
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import Cookie
+
+from identity import store
+from identity.credentials import (
+    decrypt,
+    derive_key,
+    encrypt,
+    match_recovery_code,
+    new_recovery_codes,
+    new_totp_secret,
+    provisioning_uri,
+    qr_svg,
+    recovery_code_digest,
+    verify_totp,
+)
+from identity.login import (
+    TEXT,
+    Unreadable,
+    choose_language,
+    csrf_cookie,
+    csrf_ok,
+    csrf_token_for,
+    document,
+    error_html,
+    finish_sign_in,
+    form_fields,
+    html_response,
+    login_url,
+    redirect_to,
+    safe_return_to,
+)
+from identity.oidc import LOA_HIGH, LOA_LOW, LOA_SUBSTANTIAL
+from identity.sessions import secure_cookies
+from onewindow.db import Connection
+from onewindow.settings import Settings
+
+MFA_PATH: Final = "/login/mfa"
+SETUP_PATH: Final = "/login/mfa/setup"
+PENDING_COOKIE: Final = "ow_mfa"
+_PENDING_SECONDS: Final = 300
+_ISSUER: Final = "OneWindow"
+
+Step = Literal["verify", "enrol"]
+
+MFA_TEXT: Final[dict[str, dict[str, str]]] = {
+    "zh": {
+        "title": "两步验证",
+        "ask_code": "请输入身份验证器应用中显示的 6 位验证码，或一个恢复码。",
+        "code_label": "验证码或恢复码",
+        "verify": "验证",
+        "wrong_code": "验证码不正确或已使用过。",
+        "expired": "登录已超时，请重新登录。",
+        "setup_title": "设置两步验证",
+        "setup_intro": "工作人员账户需要两步验证。请用身份验证器应用扫描二维码，或手动输入密钥，然后输入应用显示的验证码。",
+        "secret_label": "密钥",
+        "confirm": "确认",
+        "recovery_title": "请保存恢复码",
+        "recovery_intro": "每个恢复码只能使用一次，可在手机丢失时代替验证码。此页面只显示一次。",
+        "continue": "继续",
+    },
+    "en": {
+        "title": "Two-step verification",
+        "ask_code": "Enter the 6-digit code from your authenticator app, or one of your recovery codes.",
+        "code_label": "Code or recovery code",
+        "verify": "Verify",
+        "wrong_code": "That code is not right, or has been used already.",
+        "expired": "The sign-in took too long. Please sign in again.",
+        "setup_title": "Set up two-step verification",
+        "setup_intro": "Staff accounts need two-step verification. Scan the QR code with an authenticator app, "
+        "or type the key into it, then enter the code it shows.",
+        "secret_label": "Key",
+        "confirm": "Confirm",
+        "recovery_title": "Keep your recovery codes",
+        "recovery_intro": "Each recovery code works once, instead of a code, if you lose your phone. "
+        "This page shows them only once.",
+        "continue": "Continue",
+    },
+}
+
+
+def _totp_key(settings: Settings) -> bytes:
+    return derive_key(settings.master_secret, "identity.totp")
+
+
+def _pending_key(settings: Settings) -> bytes:
+    return derive_key(settings.master_secret, "identity.mfa-pending")
+
+
+async def second_factor(conn: Connection, settings: Settings, person_id: UUID) -> Step | None:
+    """What must follow a right password: a code, an enrolment, or nothing."""
+    confirmed = await conn.fetchval(
+        "SELECT confirmed_at IS NOT NULL FROM identity.totp WHERE person_id = $1", person_id
+    )
+    if confirmed:
+        return "verify"
+    if settings.mfa_required_for_staff:
+        roles = await store.active_roles(conn, person_id)
+        if any(grant.role != "citizen" for grant in roles):
+            return "enrol"
+    return None
+
+
+async def assurance(conn: Connection, person_id: UUID, *, second_factor_used: bool) -> str:
+    if not second_factor_used:
+        return LOA_LOW
+    verified = await conn.fetchval(
+        "SELECT identity_verified_at IS NOT NULL FROM identity.persons WHERE id = $1", person_id
+    )
+    return LOA_HIGH if verified else LOA_SUBSTANTIAL
+
+
+def _sign(settings: Settings, payload: str) -> str:
+    mac = hmac.new(_pending_key(settings), payload.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def pending_cookie(settings: Settings, person_id: UUID, return_to: str) -> Cookie:
+    target = base64.urlsafe_b64encode(safe_return_to(return_to).encode()).decode().rstrip("=")
+    payload = f"{person_id}.{int(time.time())}.{target}"
+    return Cookie(
+        key=PENDING_COOKIE,
+        value=f"{payload}.{_sign(settings, payload)}",
+        path="/login",
+        max_age=_PENDING_SECONDS,
+        httponly=True,
+        samesite="lax",
+        secure=secure_cookies(settings),
+    )
+
+
+def _clear_pending(settings: Settings) -> Cookie:
+    return Cookie(
+        key=PENDING_COOKIE,
+        value="",
+        path="/login",
+        max_age=0,
+        httponly=True,
+        samesite="lax",
+        secure=secure_cookies(settings),
+    )
+
+
+def read_pending(settings: Settings, request: Request[Any, Any, Any]) -> tuple[UUID, str] | None:
+    """(person, return_to) of a half-finished sign-in, if the cookie is ours and fresh."""
+    value = request.cookies.get(PENDING_COOKIE, "")
+    payload, _, mac = value.rpartition(".")
+    if not payload or not hmac.compare_digest(mac, _sign(settings, payload)):
+        return None
+    person, issued, target = [*payload.split("."), "", "", ""][:3]
+    try:
+        if time.time() - int(issued) > _PENDING_SECONDS:
+            return None
+        return_to = base64.urlsafe_b64decode(target + "=" * (-len(target) % 4)).decode()
+        return UUID(person), safe_return_to(return_to)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def to_second_factor(settings: Settings, person_id: UUID, return_to: str, step: Step) -> Response[str]:
+    """Where a right password leads when a second factor must follow."""
+    return redirect_to(
+        SETUP_PATH if step == "enrol" else MFA_PATH, cookies=[pending_cookie(settings, person_id, return_to)]
+    )
+
+
+def _code_page(lang: str, *, csrf: str, error: str | None = None) -> str:
+    text = MFA_TEXT[lang]
+    body = (
+        f"<h1>{escape(text['title'])}</h1>\n{error_html(error)}<p>{escape(text['ask_code'])}</p>\n"
+        f'<form method="post" action="{MFA_PATH}">\n'
+        f'<input type="hidden" name="csrf_token" value="{escape(csrf)}">\n'
+        f'<input type="hidden" name="lang" value="{lang}">\n'
+        f'<label for="code">{escape(text["code_label"])}</label>\n'
+        '<input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code"'
+        ' required maxlength="20" autocapitalize="none" spellcheck="false">\n'
+        f'<button type="submit">{escape(text["verify"])}</button>\n</form>'
+    )
+    return document(lang, text["title"], body)
+
+
+def _setup_page(lang: str, *, csrf: str, secret: str, uri: str, error: str | None = None) -> str:
+    text = MFA_TEXT[lang]
+    grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+    body = (
+        f"<h1>{escape(text['setup_title'])}</h1>\n{error_html(error)}<p>{escape(text['setup_intro'])}</p>\n"
+        f'<div class="qr">{qr_svg(uri)}</div>\n'
+        f'<p>{escape(text["secret_label"])}: <code id="totp-secret">{escape(grouped)}</code></p>\n'
+        f'<form method="post" action="{SETUP_PATH}">\n'
+        f'<input type="hidden" name="csrf_token" value="{escape(csrf)}">\n'
+        f'<input type="hidden" name="lang" value="{lang}">\n'
+        f'<label for="code">{escape(MFA_TEXT[lang]["code_label"])}</label>\n'
+        '<input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code"'
+        ' required maxlength="8">\n'
+        f'<button type="submit">{escape(text["confirm"])}</button>\n</form>'
+    )
+    return document(lang, text["setup_title"], body)
+
+
+def _recovery_page(lang: str, codes: list[str], next_url: str) -> str:
+    text = MFA_TEXT[lang]
+    items = "".join(f"<li><code>{escape(code)}</code></li>" for code in codes)
+    body = (
+        f"<h1>{escape(text['recovery_title'])}</h1>\n<p>{escape(text['recovery_intro'])}</p>\n"
+        f'<ul id="recovery-codes">{items}</ul>\n<p><a href="{escape(next_url)}">{escape(text["continue"])}</a></p>'
+    )
+    return document(lang, text["recovery_title"], body)
+
+
+def _language(request: Request[Any, Any, Any], fields: dict[str, str] | None = None) -> str:
+    requested = (fields or {}).get("lang") or request.query_params.get("lang")
+    return choose_language(requested, request.headers.get("accept-language"))
+
+
+def _expired(settings: Settings, lang: str) -> Response[str]:
+    return redirect_to(login_url("/", lang=lang), cookies=[_clear_pending(settings)])
+
+
+async def _unconfirmed_secret(conn: Connection, settings: Settings, person_id: UUID) -> str:
+    """The secret being enrolled: kept between showing the QR code and confirming it."""
+    row = await conn.fetchrow(
+        "SELECT secret_enc, confirmed_at FROM identity.totp WHERE person_id = $1", person_id
+    )
+    if row is not None and row["confirmed_at"] is None:
+        return decrypt(_totp_key(settings), row["secret_enc"])
+    secret = new_totp_secret()
+    await conn.execute(
+        "INSERT INTO identity.totp (person_id, secret_enc) VALUES ($1, $2)"
+        " ON CONFLICT (person_id) DO UPDATE SET secret_enc = excluded.secret_enc, confirmed_at = NULL,"
+        " last_used_step = NULL WHERE totp.confirmed_at IS NULL",
+        person_id,
+        encrypt(_totp_key(settings), secret),
+    )
+    return secret
+
+
+async def _check_code(conn: Connection, settings: Settings, person_id: UUID, code: str) -> bool:
+    """A TOTP code (each time step usable once) or a recovery code (each usable once)."""
+    row = await conn.fetchrow(
+        "SELECT secret_enc, last_used_step FROM identity.totp WHERE person_id = $1 AND confirmed_at IS NOT NULL"
+        " FOR UPDATE",
+        person_id,
+    )
+    if row is None:
+        return False
+    cleaned = code.replace(" ", "")
+    if cleaned.isdigit():
+        secret = decrypt(_totp_key(settings), row["secret_enc"])
+        step = verify_totp(secret, cleaned, datetime.now(UTC), last_used_step=row["last_used_step"])
+        if step is None:
+            return False
+        await conn.execute(
+            "UPDATE identity.totp SET last_used_step = $2 WHERE person_id = $1", person_id, step
+        )
+        return True
+    digests = [
+        r["code_digest"]
+        for r in await conn.fetch(
+            "SELECT code_digest FROM identity.recovery_codes WHERE person_id = $1 AND used_at IS NULL",
+            person_id,
+        )
+    ]
+    used = match_recovery_code(code, digests, account=str(person_id))
+    if used is None:
+        return False
+    await conn.execute(
+        "UPDATE identity.recovery_codes SET used_at = now() WHERE person_id = $1 AND code_digest = $2",
+        person_id,
+        used,
+    )
+    return True
+
+
+class MfaController(Controller):
+    """The second sign-in step and TOTP enrolment."""
+
+    path = MFA_PATH
+    tags = ["identity"]  # noqa: RUF012 - litestar's declared type
+    include_in_schema = False
+
+    @get("", operation_id="mfa_form", summary="Ask for the second factor")
+    async def form(self, request: Request[Any, Any, Any], settings: Settings) -> Response[str]:
+        lang = _language(request)
+        if read_pending(settings, request) is None:
+            return _expired(settings, lang)
+        csrf = csrf_token_for(request)
+        return html_response(_code_page(lang, csrf=csrf), cookies=[csrf_cookie(settings, csrf, "/login")])
+
+    @post(
+        "",
+        operation_id="mfa_verify",
+        summary="Check the second factor and finish signing in",
+        status_code=303,
+    )
+    async def verify(
+        self, request: Request[Any, Any, Any], conn: Connection, settings: Settings
+    ) -> Response[str]:
+        try:
+            fields = await form_fields(request)
+        except Unreadable:
+            fields = {}
+        lang = _language(request, fields)
+        pending = read_pending(settings, request)
+        if pending is None:
+            return _expired(settings, lang)
+        if not csrf_ok(request, fields.get("csrf_token")):
+            return html_response(
+                document(lang, TEXT[lang]["csrf"], error_html(TEXT[lang]["csrf"])), status=403
+            )
+        person_id, return_to = pending
+        code = fields.get("code", "")[:64]
+        if not await _check_code(conn, settings, person_id, code):
+            await store.audit(
+                conn,
+                action="login.second_factor",
+                actor_id=person_id,
+                subject=str(person_id),
+                outcome="wrong_code",
+            )
+            csrf = csrf_token_for(request)
+            return html_response(_code_page(lang, csrf=csrf, error=MFA_TEXT[lang]["wrong_code"]), status=401)
+        acr = await assurance(conn, person_id, second_factor_used=True)
+        done = await finish_sign_in(
+            conn, settings, request, person_id, amr=("pwd", "otp"), acr=acr, return_to=return_to
+        )
+        done.cookies.append(_clear_pending(settings))
+        return done
+
+    @get("/setup", operation_id="mfa_setup_form", summary="Show the TOTP enrolment page")
+    async def setup_form(
+        self, request: Request[Any, Any, Any], conn: Connection, settings: Settings
+    ) -> Response[str]:
+        lang = _language(request)
+        pending = read_pending(settings, request)
+        if pending is None:
+            return _expired(settings, lang)
+        person_id, _ = pending
+        person = await store.person_by_id(conn, person_id)
+        secret = await _unconfirmed_secret(conn, settings, person_id)
+        account = (person.username or person.email or str(person_id)) if person else str(person_id)
+        uri = provisioning_uri(secret, account, _ISSUER)
+        csrf = csrf_token_for(request)
+        return html_response(
+            _setup_page(lang, csrf=csrf, secret=secret, uri=uri),
+            cookies=[csrf_cookie(settings, csrf, "/login")],
+        )
+
+    @post("/setup", operation_id="mfa_setup_confirm", summary="Confirm TOTP enrolment", status_code=200)
+    async def setup_confirm(
+        self, request: Request[Any, Any, Any], conn: Connection, settings: Settings
+    ) -> Response[str]:
+        try:
+            fields = await form_fields(request)
+        except Unreadable:
+            fields = {}
+        lang = _language(request, fields)
+        pending = read_pending(settings, request)
+        if pending is None:
+            return _expired(settings, lang)
+        if not csrf_ok(request, fields.get("csrf_token")):
+            return html_response(
+                document(lang, TEXT[lang]["csrf"], error_html(TEXT[lang]["csrf"])), status=403
+            )
+        person_id, return_to = pending
+        secret = await _unconfirmed_secret(conn, settings, person_id)
+        step = verify_totp(
+            secret, fields.get("code", "")[:16].replace(" ", ""), datetime.now(UTC), last_used_step=None
+        )
+        if step is None:
+            person = await store.person_by_id(conn, person_id)
+            account = (person.username or person.email or str(person_id)) if person else str(person_id)
+            csrf = csrf_token_for(request)
+            page = _setup_page(
+                lang,
+                csrf=csrf,
+                secret=secret,
+                uri=provisioning_uri(secret, account, _ISSUER),
+                error=MFA_TEXT[lang]["wrong_code"],
+            )
+            return html_response(page, status=400)
+        await conn.execute(
+            "UPDATE identity.totp SET confirmed_at = now(), last_used_step = $2 WHERE person_id = $1",
+            person_id,
+            step,
+        )
+        codes = new_recovery_codes()
+        await conn.execute("DELETE FROM identity.recovery_codes WHERE person_id = $1", person_id)
+        await conn.executemany(
+            "INSERT INTO identity.recovery_codes (person_id, code_digest) VALUES ($1, $2)",
+            [(person_id, recovery_code_digest(code, account=str(person_id))) for code in codes],
+        )
+        await store.audit(conn, action="mfa.enrolled", actor_id=person_id, subject=str(person_id))
+        acr = await assurance(conn, person_id, second_factor_used=True)
+        done = await finish_sign_in(
+            conn, settings, request, person_id, amr=("pwd", "otp"), acr=acr, return_to=return_to
+        )
+        # The recovery codes are shown once, with the session already set; "continue" goes on.
+        return html_response(
+            _recovery_page(lang, codes, done.headers["Location"]),
+            cookies=[*done.cookies, _clear_pending(settings)],
+        )
