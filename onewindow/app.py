@@ -16,9 +16,9 @@ import onewindow
 from identity import api as identity_api
 from identity.api import IdentityRuntime
 from identity.http import AuthorizeController, DiscoveryController, PrincipalController, TokenController
+from identity.keys import KeyRing
 from identity.login import LoginController, LogoutController
 from identity.mfa import MfaController
-from identity.keys import KeyRing
 from identity.oauth import OneWindowAuthorizationServer
 from identity.oidc import SCOPES
 from onewindow.db import Database, PoolDatabase
