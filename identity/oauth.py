@@ -644,7 +644,7 @@ class OneWindowAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         return None
 
     # --- tokens ---
-    def _generate_token(  # noqa: PLR0917 - authlib calls it with this signature
+    def _generate_token(
         self,
         grant_type: str,
         client: OAuthClient,
