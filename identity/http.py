@@ -321,46 +321,56 @@ class AuthorizeController(Controller):
 
     @get(LOGOUT, operation_id="oidc_logout", summary="RP-initiated logout")
     async def logout(self, request: AnyRequest, conn: Connection, state: State) -> Response[Any]:
-        server = _server(state)
-        params = {
-            k: v for k, v in request.query_params.items() if isinstance(v, str) and len(v) <= _MAX_PARAMETER
-        }
-        hint = params.get("id_token_hint")
-        target = params.get("post_logout_redirect_uri")
-        claims = await oauth.id_token_hint_claims(server.keys, server.issuer, hint) if hint else None
-        if hint and claims is None:
-            return error_page(
-                400, "Sign-out request refused", "The id_token_hint is not an ID token issued here."
-            )
-        if claims is None:
-            # Without proof of who asks, a link must not sign anyone out: confirm on our own page.
-            return _redirect("/logout", 303)
-        audiences = claims.get("aud")
-        audience = [audiences] if isinstance(audiences, str) else list(audiences or [])
-        client_id = params.get("client_id") or (audience[0] if audience else None)
-        if client_id is None or client_id not in audience:
-            return error_page(400, "Sign-out request refused", "client_id does not match the id_token_hint.")
-        sign_on = await current_sign_on(conn, request.cookies.get(SESSION_COOKIE))
-        if sign_on is not None and str(sign_on.person_id) == claims.get("sub"):
-            await end_sessions(conn, sign_on.person_id)
-        await store.audit(conn, action="logout", client_id=client_id, subject=str(claims.get("sub")))
-        response: Response[Any]
-        if target:
-            client = await store.client_by_id(conn, client_id)
-            if client is None or target not in client.post_logout_redirect_uris:
-                return error_page(
-                    400, "Sign-out request refused", "post_logout_redirect_uri is not registered."
-                )
-            location = (
-                target + ("&" if "?" in target else "?") + urlencode({"state": params["state"]})
-                if params.get("state")
-                else target
-            )
-            response = _redirect(location, 303)
-        else:
-            response = error_page(200, "Signed out", "You have been signed out of OneWindow.")
-        response.set_cookie(clear_session_cookie(_settings(state)))
-        return response
+        return await _logout(request, conn, state, list(request.query_params.multi_items()))
+
+    @post(LOGOUT, operation_id="oidc_logout_post", summary="RP-initiated logout (form post)", status_code=200)
+    async def logout_post(self, request: AnyRequest, conn: Connection, state: State) -> Response[Any]:
+        raw = await raw_request(request, _server(state).issuer, LOGOUT, with_query=False)
+        if isinstance(raw, Response):
+            return error_page(400, "Sign-out request refused", "The form could not be read.")
+        return await _logout(request, conn, state, list(raw.form))
+
+
+async def _logout(
+    request: AnyRequest, conn: Connection, state: State, pairs: list[tuple[str, str]]
+) -> Response[Any]:
+    server = _server(state)
+    params = {k: v for k, v in pairs if isinstance(v, str) and len(v) <= _MAX_PARAMETER}
+    hint = params.get("id_token_hint")
+    target = params.get("post_logout_redirect_uri")
+    claims = await oauth.id_token_hint_claims(server.keys, server.issuer, hint) if hint else None
+    if hint and claims is None:
+        return error_page(
+            400, "Sign-out request refused", "The id_token_hint is not an ID token issued here."
+        )
+    if claims is None:
+        # Without proof of who asks, a link must not sign anyone out: confirm on our own page.
+        return _redirect("/logout", 303)
+    audiences = claims.get("aud")
+    audience = [audiences] if isinstance(audiences, str) else list(audiences or [])
+    client_id = params.get("client_id") or (audience[0] if audience else None)
+    if client_id is None or client_id not in audience:
+        return error_page(400, "Sign-out request refused", "client_id does not match the id_token_hint.")
+    if target:
+        client = await store.client_by_id(conn, client_id)
+        if client is None or target not in client.post_logout_redirect_uris:
+            return error_page(400, "Sign-out request refused", "post_logout_redirect_uri is not registered.")
+    sign_on = await current_sign_on(conn, request.cookies.get(SESSION_COOKIE))
+    if sign_on is not None and str(sign_on.person_id) == claims.get("sub"):
+        await end_sessions(conn, sign_on.person_id)
+    await store.audit(conn, action="logout", client_id=client_id, subject=str(claims.get("sub")))
+    response: Response[Any]
+    if target:
+        location = (
+            target + ("&" if "?" in target else "?") + urlencode({"state": params["state"]})
+            if params.get("state")
+            else target
+        )
+        response = _redirect(location, 303)
+    else:
+        response = error_page(200, "Signed out", "You have been signed out of OneWindow.")
+    response.set_cookie(clear_session_cookie(_settings(state)))
+    return response
 
 
 def _settings(state: State) -> Settings:

@@ -377,3 +377,48 @@ async def test_logout_with_id_token_hint_ends_the_session_and_returns_to_the_app
     no_hint = await browser.get("/oauth2/logout")
     assert no_hint.status_code == 303
     assert no_hint.headers["location"] == "/logout"
+
+
+async def test_signing_out_ends_refresh_tokens_of_that_session_unless_offline(
+    browser: httpx.AsyncClient,
+) -> None:
+    online_pkce, offline_pkce = Pkce.new(), Pkce.new()
+    online = (
+        await _redeem(
+            browser, (await _code(browser, online_pkce, scope="openid profile"))["code"][0], online_pkce
+        )
+    ).json()
+    offline = (await _redeem(browser, (await _code(browser, offline_pkce))["code"][0], offline_pkce)).json()
+    assert "offline_access" in offline["scope"]
+    assert await _introspect(browser, online["refresh_token"])
+    reply = await browser.get("/oauth2/logout?" + urlencode({"id_token_hint": online["id_token"]}))
+    assert reply.status_code == 200  # signed out, no redirect asked for
+    assert not await _introspect(browser, online["refresh_token"])
+    refused = await browser.post(
+        "/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": online["refresh_token"], "client_id": APP},
+    )
+    assert refused.json()["error"] == "invalid_grant"
+    kept = await browser.post(
+        "/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": offline["refresh_token"], "client_id": APP},
+    )
+    assert kept.status_code == 200, kept.text
+
+
+async def test_logout_by_form_post_and_a_bad_target_signs_nobody_out(browser: httpx.AsyncClient) -> None:
+    pkce = Pkce.new()
+    tokens = (await _redeem(browser, (await _code(browser, pkce))["code"][0], pkce)).json()
+    bad = await browser.post(
+        "/oauth2/logout",
+        data={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "https://evil.example/"},
+    )
+    assert bad.status_code == 400
+    still = await browser.get(_authorize_url(Pkce.new()))
+    assert still.status_code == 302  # still signed in: the refused request changed nothing
+    posted = await browser.post(
+        "/oauth2/logout",
+        data={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "http://127.0.0.1/signed-out"},
+    )
+    assert posted.status_code == 303
+    assert (await browser.get(_authorize_url(Pkce.new()))).status_code == 303  # to the login page
