@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
         "rotate", help="make a new signing key; the old one stays published until its tokens expire"
     )
     rotate.add_argument(
-        "--if-due", action="store_true", help="only when the active key is older than ONEWINDOW_KEY_ROTATION_DAYS"
+        "--if-due",
+        action="store_true",
+        help="only when the active key is older than ONEWINDOW_KEY_ROTATION_DAYS",
     )
 
     seed = commands.add_parser("seed", help="load data into the database")
