@@ -630,7 +630,10 @@ class LoginController(Controller):
         operation_id="login_form",
         summary="The sign-in page (HTML)",
         media_type=HTML,
-        description="Query: `return_to` (a path on this site to continue at), `lang` (zh or en).",
+        description=(
+            "Query: `return_to` (a path on this site to continue at), `lang` (zh or en), `login_hint`"
+            " (fills in the login field, as an OpenID Connect client asked)."
+        ),
     )
     async def form(
         self,
@@ -638,10 +641,16 @@ class LoginController(Controller):
         settings: NamedDependency[Settings],
         return_to: FromQuery[str | None] = None,
         lang: FromQuery[str | None] = None,
+        login_hint: FromQuery[str | None] = None,
     ) -> Response[str]:
         language = choose_language(lang, request.headers.get("accept-language"))
         token = csrf_token_for(request)
-        page = _login_page(language, csrf=token, return_to=safe_return_to(return_to))
+        hint = (
+            login_hint
+            if login_hint and len(login_hint) <= MAX_FIELD_LENGTH and login_hint.isprintable()
+            else ""
+        )
+        page = _login_page(language, csrf=token, return_to=safe_return_to(return_to), login=hint)
         return html_response(page, cookies=[csrf_cookie(settings, token, LOGIN_PATH)])
 
     @post(

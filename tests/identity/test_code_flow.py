@@ -422,3 +422,10 @@ async def test_logout_by_form_post_and_a_bad_target_signs_nobody_out(browser: ht
     )
     assert posted.status_code == 303
     assert (await browser.get(_authorize_url(Pkce.new()))).status_code == 303  # to the login page
+
+
+async def test_login_hint_fills_in_the_login_field(browser: httpx.AsyncClient) -> None:
+    reply = await browser.get(_authorize_url(Pkce.new(), login_hint="citizen1"))
+    assert reply.status_code == 303
+    page = await browser.get(reply.headers["location"])
+    assert 'name="login" type="text" value="citizen1"' in page.text
