@@ -293,6 +293,24 @@ async def _check_code(conn: Connection, settings: Settings, person_id: UUID, cod
     return True
 
 
+async def _pending_post(
+    request: Request[Any, Any, Any], settings: Settings
+) -> tuple[dict[str, str], str, UUID, str] | Response[str]:
+    """A posted second-step form: its fields, language, person and way back; or the reply refusing it."""
+    try:
+        fields = await form_fields(request)
+    except Unreadable:
+        fields = {}
+    lang = _language(request, fields)
+    pending = read_pending(settings, request)
+    if pending is None:
+        return _expired(settings, lang)
+    if not csrf_ok(request, fields.get("csrf_token")):
+        return html_response(document(lang, TEXT[lang]["csrf"], error_html(TEXT[lang]["csrf"])), status=403)
+    person_id, return_to = pending
+    return fields, lang, person_id, return_to
+
+
 class MfaController(Controller):
     """The second sign-in step and TOTP enrolment."""
 
@@ -317,19 +335,10 @@ class MfaController(Controller):
     async def verify(
         self, request: Request[Any, Any, Any], conn: Connection, settings: Settings
     ) -> Response[str]:
-        try:
-            fields = await form_fields(request)
-        except Unreadable:
-            fields = {}
-        lang = _language(request, fields)
-        pending = read_pending(settings, request)
-        if pending is None:
-            return _expired(settings, lang)
-        if not csrf_ok(request, fields.get("csrf_token")):
-            return html_response(
-                document(lang, TEXT[lang]["csrf"], error_html(TEXT[lang]["csrf"])), status=403
-            )
-        person_id, return_to = pending
+        posted = await _pending_post(request, settings)
+        if isinstance(posted, Response):
+            return posted
+        fields, lang, person_id, return_to = posted
         code = fields.get("code", "")[:64]
         if not await _check_code(conn, settings, person_id, code):
             await store.audit(
@@ -371,19 +380,10 @@ class MfaController(Controller):
     async def setup_confirm(
         self, request: Request[Any, Any, Any], conn: Connection, settings: Settings
     ) -> Response[str]:
-        try:
-            fields = await form_fields(request)
-        except Unreadable:
-            fields = {}
-        lang = _language(request, fields)
-        pending = read_pending(settings, request)
-        if pending is None:
-            return _expired(settings, lang)
-        if not csrf_ok(request, fields.get("csrf_token")):
-            return html_response(
-                document(lang, TEXT[lang]["csrf"], error_html(TEXT[lang]["csrf"])), status=403
-            )
-        person_id, return_to = pending
+        posted = await _pending_post(request, settings)
+        if isinstance(posted, Response):
+            return posted
+        fields, lang, person_id, return_to = posted
         secret = await _unconfirmed_secret(conn, settings, person_id)
         step = verify_totp(
             secret, fields.get("code", "")[:16].replace(" ", ""), datetime.now(UTC), last_used_step=None

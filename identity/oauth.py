@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
@@ -48,7 +48,6 @@ from joserfc.jwk import KeySet
 from identity import store
 from identity.keys import ALGORITHM, KeyRing
 from identity.oidc import INTROSPECT, TOKEN
-from identity.sessions import SignOn
 from identity.store import ClientRow, CodeRow, RefreshRow
 from identity.tokens import InvalidToken, issue_access_token, resource_audience, verify_access_token
 from onewindow.db import Connection
@@ -273,15 +272,33 @@ class _Access:
         return self.revoked
 
 
-async def end_user(conn: Connection, sign_on: SignOn) -> EndUser | None:
-    """The person behind a sign-on session, None when their account is disabled."""
-    return await _end_user(
-        conn,
-        sign_on.person_id,
-        auth_time=sign_on.auth_time,
-        acr=sign_on.acr,
-        amr=sign_on.amr,
-        session_hash=sign_on.session_hash,
+class SignedIn(Protocol):
+    """How a person proved who they are: a sign-on session, or the code or refresh token it led to."""
+
+    @property
+    def person_id(self) -> UUID: ...
+    @property
+    def auth_time(self) -> datetime: ...
+    @property
+    def acr(self) -> str: ...
+    @property
+    def amr(self) -> Sequence[str]: ...
+    @property
+    def session_hash(self) -> bytes | None: ...
+
+
+async def end_user(conn: Connection, signed_in: SignedIn) -> EndUser | None:
+    """The person behind a sign-in, None when their account has been disabled since."""
+    person = await store.person_by_id(conn, signed_in.person_id)
+    if person is None or person.disabled_at is not None:
+        return None
+    return EndUser(
+        person_id=person.id,
+        auth_time=signed_in.auth_time,
+        acr=signed_in.acr,
+        amr=tuple(signed_in.amr),
+        session_hash=signed_in.session_hash,
+        name=person.display_name,
     )
 
 
@@ -295,28 +312,6 @@ async def id_token_hint_claims(ring: KeyRing, issuer: str, hint: str) -> dict[st
         return None
     claims: dict[str, Any] = decoded.claims
     return claims if claims.get("iss") == issuer and claims.get("sub") else None
-
-
-async def _end_user(
-    conn: Connection,
-    person_id: UUID,
-    *,
-    auth_time: datetime,
-    acr: str,
-    amr: Sequence[str],
-    session_hash: bytes | None,
-) -> EndUser | None:
-    person = await store.person_by_id(conn, person_id)
-    if person is None or person.disabled_at is not None:
-        return None
-    return EndUser(
-        person_id=person.id,
-        auth_time=auth_time,
-        acr=acr,
-        amr=tuple(amr),
-        session_hash=session_hash,
-        name=person.display_name,
-    )
 
 
 class _CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
@@ -367,15 +362,7 @@ class _CodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
         return None  # already consumed
 
     def authenticate_user(self, authorization_code: _Code) -> EndUser | None:
-        row = authorization_code.row
-        return call(
-            _end_user,
-            row.person_id,
-            auth_time=row.auth_time,
-            acr=row.acr,
-            amr=row.amr,
-            session_hash=row.session_hash,
-        )
+        return call(end_user, authorization_code.row)
 
 
 class _S256Only(CodeChallenge):  # type: ignore[misc]
@@ -463,15 +450,7 @@ class _RefreshGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         return _Refresh(row) if row else None
 
     def authenticate_user(self, refresh_token: _Refresh) -> EndUser | None:
-        row = refresh_token.row
-        return call(
-            _end_user,
-            row.person_id,
-            auth_time=row.auth_time,
-            acr=row.acr,
-            amr=row.amr,
-            session_hash=row.session_hash,
-        )
+        return call(end_user, refresh_token.row)
 
     def revoke_old_credential(self, refresh_token: _Refresh) -> None:
         return None  # consumed in authenticate_refresh_token
