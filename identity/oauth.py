@@ -466,7 +466,9 @@ class _ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[mi
 
 class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
     CLIENT_AUTH_METHOD = "private_key_jwt"
-    _MAX_LIFETIME = 300
+    # authlib's own client makes assertions that live an hour; each is still usable once, since its
+    # id is remembered until it expires. Longer-lived ones are refused as a replay risk.
+    _MAX_LIFETIME = 3600
 
     def __init__(self, issuer: str) -> None:
         super().__init__(validate_jti=True, leeway=30)
@@ -492,8 +494,8 @@ class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
 
     def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
         expires = int(claims.get("exp", 0))
-        if expires - time.time() > self._MAX_LIFETIME:
-            return False  # a long-lived assertion is a replay waiting to happen
+        if expires - time.time() > self._MAX_LIFETIME + self.leeway:
+            raise InvalidClientError(description="The client assertion may live at most one hour.")
         return call(store.remember_assertion, str(claims["sub"]), jti, datetime.fromtimestamp(expires, UTC))
 
 

@@ -421,10 +421,9 @@ async def _register_key_client(database_url: str, public_jwks: dict[str, Any]) -
 
 
 def _assertion_auth(token_endpoint: str, **claims: Any) -> PrivateKeyJWT:
-    # A short-lived assertion: authlib's default lifetime is an hour, which OneWindow refuses
-    # (more than five minutes is a replay waiting to happen). A fresh claims dict each time:
-    # authlib writes the jti it generates into the dict it is given.
-    return PrivateKeyJWT(token_endpoint, claims={"exp": int(time.time()) + 60, **claims})
+    # A fresh claims dict each time: authlib writes the jti it generates into the dict it is
+    # given. Without an `exp` here, authlib's default (an hour) applies, which OneWindow accepts.
+    return PrivateKeyJWT(token_endpoint, claims=dict(claims))
 
 
 def test_client_credentials_with_private_key_jwt_refuses_a_replayed_assertion(provider: Provider) -> None:
@@ -447,6 +446,10 @@ def test_client_credentials_with_private_key_jwt_refuses_a_replayed_assertion(pr
     with pytest.raises(OAuthError) as replayed:
         fetch(_assertion_auth(token_endpoint, jti=jti))
     assert replayed.value.error == "invalid_client"
+    # An assertion meant to live for hours is refused, and says why.
+    with pytest.raises(OAuthError) as long_lived:
+        fetch(_assertion_auth(token_endpoint, exp=int(time.time()) + 7200))
+    assert "at most one hour" in str(long_lived.value.description)
     # An assertion signed by another key is no proof at all.
     stranger = RSAKey.generate_key(2048, parameters={"kid": "sensor-1", "alg": "RS256"})
     with (
