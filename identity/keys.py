@@ -71,7 +71,8 @@ async def rotate_if_due(
 ) -> str | None:
     """Rotate when the active key is older than `max_age`; the new kid, or None if not due."""
     due: bool | None = await conn.fetchval(
-        "SELECT created_at < now() - $1::interval FROM identity.signing_keys WHERE retired_at IS NULL", max_age
+        "SELECT created_at < now() - $1::interval FROM identity.signing_keys WHERE retired_at IS NULL",
+        max_age,
     )
     if due is False:
         return None
