@@ -42,6 +42,7 @@ from identity.registration import (
     normalise_email,
     provide_actor,
     require_enabled_account,
+    unique_or_conflict,
 )
 from identity.seed import password_hashing, secret_digest
 from onewindow.db import Connection
@@ -673,15 +674,16 @@ class PersonAdminController(Controller):
                 "Another account has this e-mail address.",
                 errors=[FieldError(pointer="/email", detail="taken")],
             )
-        updated = await store.update_person(
-            conn,
-            person_id,
-            expected_version=person.version,
-            display_name=data.display_name,
-            email=email,
-            clear_email=False,
-            locale=data.locale,
-        )
+        async with unique_or_conflict(conn, "Another account has this e-mail address."):
+            updated = await store.update_person(
+                conn,
+                person_id,
+                expected_version=person.version,
+                display_name=data.display_name,
+                email=email,
+                clear_email=False,
+                locale=data.locale,
+            )
         if updated is None:  # changed between the read above and this write
             raise PreconditionFailed("The person has changed since you read it: read it again.")
         changed = [name for name in ("display_name", "email", "locale") if getattr(data, name) is not None]

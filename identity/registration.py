@@ -23,11 +23,14 @@ import asyncio
 import re
 import secrets
 import unicodedata
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID, uuid4
 
+import asyncpg
 import msgspec
 from litestar import Controller, Request, post
 from litestar.connection import ASGIConnection
@@ -81,6 +84,7 @@ __all__ = [
     "normalise_email",
     "provide_actor",
     "require_enabled_account",
+    "unique_or_conflict",
 ]
 
 CODE_LIFETIME: Final = timedelta(minutes=10)
@@ -225,6 +229,20 @@ def provide_actor(request: Request[Any, Any, Any]) -> Actor:
     if person_id is None:
         raise Forbidden("Only a person's account can act here.")
     return Actor(person_id=person_id, client_id=principal.client_id)
+
+
+@asynccontextmanager
+async def unique_or_conflict(conn: Connection, message: str) -> AsyncIterator[None]:
+    """A write that a unique index may refuse, as a 409 rather than a 500.
+
+    The checks before such a write give the precise refusal; this catches the request that
+    raced another one past them. The savepoint keeps the request's transaction usable.
+    """
+    try:
+        async with conn.transaction():
+            yield
+    except asyncpg.UniqueViolationError:
+        raise Conflict(message) from None
 
 
 def _source(request: Request[Any, Any, Any]) -> str:
@@ -618,17 +636,19 @@ async def _record_identity(
     held = await store.national_id_hash_of(conn, person_id)
     if held is not None and held != national_id_hash:
         raise RuleViolation("This account was verified with a different ID document before.")
-    updated = await store.set_identity_verified(
-        conn,
-        person_id,
-        national_id_hash=national_id_hash,
-        national_id_enc=personal.seal_national_id(person_id, national_id),
-        verified_by=actor.person_id,
-        method="counter",
-    )
+    conflict = "Another account is already verified with this ID document."
+    async with unique_or_conflict(conn, conflict):
+        updated = await store.set_identity_verified(
+            conn,
+            person_id,
+            national_id_hash=national_id_hash,
+            national_id_enc=personal.seal_national_id(person_id, national_id),
+            verified_by=actor.person_id,
+            method="counter",
+        )
     if updated is None:
         # Nothing personal in the reply: not whose account it is, not the number.
-        raise Conflict("Another account is already verified with this ID document.")
+        raise Conflict(conflict)
     await store.audit(
         conn,
         action="verify_identity",
