@@ -2,6 +2,8 @@
 
 - `POST /e2e/echo` reads a request body: no route of OneWindow takes a body yet, and litestar
   enforces the body limit only where a body is read.
+- `GET /e2e/open` and `GET /e2e/guarded` are the same trivial handler without and with a bearer
+  token guard: bench/run measures what the guard costs.
 - `GET /e2e/db` and `GET /e2e/redis` use PostgreSQL (through the transaction-per-request
   dependency) and Redis, so the outage tests can show that a request needing a server that is
   down answers 503 problem+json and works again when the server is back.
@@ -16,6 +18,7 @@ from typing import Any
 from litestar import Litestar, Request, get, post
 from litestar.datastructures import State
 
+from identity.api import require_signed_in
 from onewindow.app import create_app
 from onewindow.db import Connection
 from onewindow.logs import configure_logging
@@ -40,7 +43,18 @@ async def redis_ping(state: State) -> dict[str, bool]:
     return {"pong": bool(await resources(state).redis.ping())}
 
 
+@get("/e2e/open", operation_id="e2eOpen")
+async def open_twin() -> dict[str, bool]:
+    """The unguarded twin of /e2e/guarded: bench/run measures what the guard costs."""
+    return {"ok": True}
+
+
+@get("/e2e/guarded", operation_id="e2eGuarded", guards=[require_signed_in()])
+async def guarded_twin() -> dict[str, bool]:
+    return {"ok": True}
+
+
 def app() -> Litestar:
     settings = ensure_secret_key(load_settings())
     configure_logging(settings)
-    return create_app(settings, extra_handlers=[echo, database, redis_ping])
+    return create_app(settings, extra_handlers=[echo, database, redis_ping, open_twin, guarded_twin])
