@@ -25,6 +25,7 @@ from onewindow.errors import StartupError
 ALGORITHM = "RS256"
 _KEY_BITS = 2048
 _RELOAD_AT_MOST_EVERY = 10.0  # seconds: an unknown kid must not turn into a database storm
+_ACTIVE_KEY_RECHECK = 60.0  # seconds a process may sign with a key another process has retired
 
 
 class _KeyRow(msgspec.Struct, frozen=True):
@@ -115,8 +116,12 @@ class KeyRing:
         self._loaded_at = time.monotonic()
 
     async def signing_key(self) -> RSAKey:
-        if self._active is None:
-            await self.load()
+        # Another process may have rotated: look again now and then, so this one does not go on
+        # signing with a retired key (still published, so its tokens verify, but not for long).
+        if self._active is None or time.monotonic() - self._loaded_at > _ACTIVE_KEY_RECHECK:
+            async with self._lock:
+                if self._active is None or time.monotonic() - self._loaded_at > _ACTIVE_KEY_RECHECK:
+                    await self.load()
         if self._active is None:
             raise RuntimeError("no active signing key: run `onewindow migrate` (start-up makes one)")
         return self._active

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 import onewindow
 from identity import api as identity_api
+from identity.admin import ADMIN_CONTROLLERS
 from identity.api import IdentityRuntime
 from identity.http import AuthorizeController, DiscoveryController, PrincipalController, TokenController
 from identity.keys import KeyRing
@@ -21,6 +22,7 @@ from identity.login import LoginController, LogoutController
 from identity.mfa import MfaController
 from identity.oauth import OneWindowAuthorizationServer
 from identity.oidc import SCOPES
+from identity.registration import CounterController, RegistrationController
 from onewindow.db import Database, PoolDatabase
 from onewindow.ops import ObserveMiddleware, OpsController
 from onewindow.problems import exception_handlers
@@ -40,6 +42,9 @@ def route_handlers() -> list[ControllerRouterHandler]:
         LoginController,
         LogoutController,
         MfaController,
+        *ADMIN_CONTROLLERS,
+        RegistrationController,
+        CounterController,
     ]
 
 

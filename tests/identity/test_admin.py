@@ -19,7 +19,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
 from identity import sessions, store
-from identity.admin import ADMIN_CONTROLLERS, redirect_uri_problem, role_allowed_at
+from identity.admin import redirect_uri_problem, role_allowed_at
 from identity.api import ROLES
 from identity.credentials import normalise_national_id, normalise_phone, prc_id_check_character
 from identity.keys import KeyRing
@@ -51,7 +51,7 @@ async def http(
     settings: Settings, db: RollbackDatabase, conn: Connection
 ) -> AsyncIterator[httpx.AsyncClient]:
     await seed_demo(conn, settings)
-    async with app_client(build_app(settings, db, list(ADMIN_CONTROLLERS))) as client:
+    async with app_client(build_app(settings, db)) as client:
         yield client
 
 

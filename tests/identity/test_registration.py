@@ -29,9 +29,7 @@ from identity.registration import (
     CODES_PER_TARGET,
     MAX_CODE_ATTEMPTS,
     REGISTRATIONS_PER_SOURCE,
-    CounterController,
     PersonalData,
-    RegistrationController,
     unique_or_conflict,
 )
 from identity.seed import seed_demo
@@ -92,7 +90,7 @@ async def http(
     settings: Settings, db: RollbackDatabase, conn: Connection, sender: CapturingSender
 ) -> AsyncIterator[httpx.AsyncClient]:
     await seed_demo(conn, settings)
-    app = build_app(settings, db, [RegistrationController, CounterController])
+    app = build_app(settings, db)
     app.state[STATE_KEY] = _is_a_sender(sender)
     async with app_client(app) as client:
         yield client
