@@ -554,7 +554,7 @@ async def _sign_in(
     step = await mfa.second_factor(conn, settings, person.id)
     if step is not None:
         await audit("second_factor_required")
-        return mfa.to_second_factor(settings, person.id, attempt.return_to, step)
+        return mfa.to_second_factor(settings, person.id, attempt.return_to, step, lang=attempt.language)
     return await finish_sign_in(
         conn,
         settings,

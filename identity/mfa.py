@@ -76,6 +76,7 @@ MFA_TEXT: Final[dict[str, dict[str, str]]] = {
         "setup_title": "设置两步验证",
         "setup_intro": "工作人员账户需要两步验证。请用身份验证器应用扫描二维码，或手动输入密钥，然后输入应用显示的验证码。",
         "secret_label": "密钥",
+        "setup_code_label": "应用显示的 6 位验证码",
         "confirm": "确认",
         "recovery_title": "请保存恢复码",
         "recovery_intro": "每个恢复码只能使用一次，可在手机丢失时代替验证码。此页面只显示一次。",
@@ -92,6 +93,7 @@ MFA_TEXT: Final[dict[str, dict[str, str]]] = {
         "setup_intro": "Staff accounts need two-step verification. Scan the QR code with an authenticator app, "
         "or type the key into it, then enter the code it shows.",
         "secret_label": "Key",
+        "setup_code_label": "The 6-digit code the app shows",
         "confirm": "Confirm",
         "recovery_title": "Keep your recovery codes",
         "recovery_intro": "Each recovery code works once, instead of a code, if you lose your phone. "
@@ -179,11 +181,12 @@ def read_pending(settings: Settings, request: Request[Any, Any, Any]) -> tuple[U
         return None
 
 
-def to_second_factor(settings: Settings, person_id: UUID, return_to: str, step: Step) -> Response[str]:
-    """Where a right password leads when a second factor must follow."""
-    return redirect_to(
-        SETUP_PATH if step == "enrol" else MFA_PATH, cookies=[pending_cookie(settings, person_id, return_to)]
-    )
+def to_second_factor(
+    settings: Settings, person_id: UUID, return_to: str, step: Step, *, lang: str
+) -> Response[str]:
+    """Where a right password leads when a second factor must follow (in the language chosen)."""
+    path = SETUP_PATH if step == "enrol" else MFA_PATH
+    return redirect_to(f"{path}?lang={lang}", cookies=[pending_cookie(settings, person_id, return_to)])
 
 
 def _code_page(lang: str, *, csrf: str, error: str | None = None) -> str:
@@ -211,7 +214,7 @@ def _setup_page(lang: str, *, csrf: str, secret: str, uri: str, error: str | Non
         f'<form method="post" action="{SETUP_PATH}">\n'
         f'<input type="hidden" name="csrf_token" value="{escape(csrf)}">\n'
         f'<input type="hidden" name="lang" value="{lang}">\n'
-        f'<label for="code">{escape(MFA_TEXT[lang]["code_label"])}</label>\n'
+        f'<label for="code">{escape(text["setup_code_label"])}</label>\n'
         '<input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code"'
         ' required maxlength="8">\n'
         f'<button type="submit">{escape(text["confirm"])}</button>\n</form>'

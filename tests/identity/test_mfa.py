@@ -69,7 +69,7 @@ async def _enrol(browser: httpx.AsyncClient, username: str) -> tuple[str, list[s
     """First sign-in of a staff member: password, then the enrolment page; the secret and codes."""
     first = await _password(browser, username)
     assert first.status_code == 303
-    assert first.headers["location"] == "/login/mfa/setup"
+    assert first.headers["location"] == "/login/mfa/setup?lang=en"
     page = (await browser.get("/login/mfa/setup")).text
     assert "<svg" in page  # the QR code, inline, no script
     secret = re.search(r'id="totp-secret">([^<]+)<', page)
@@ -113,7 +113,7 @@ async def test_after_enrolment_a_code_is_needed_and_each_works_once(
     key, codes = await _enrol(browser, "officer1")
     await conn.execute("UPDATE identity.sessions SET ended_at = now()")
     second = await _password(browser, "officer1")
-    assert second.headers["location"] == "/login/mfa"
+    assert second.headers["location"] == "/login/mfa?lang=en"
     assert await _session(conn, "officer1") is None  # nothing signed in between the two steps
     # The code just used for enrolment is for the same time step: a replay, refused.
     replay = await _post_code(browser, "/login/mfa", totp_now(key, datetime.now(UTC)))
