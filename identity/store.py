@@ -142,21 +142,6 @@ async def password_hash(conn: Connection, person_id: UUID) -> str | None:
     return found
 
 
-async def grant_role(
-    conn: Connection, *, person_id: UUID, role: str, unit_id: UUID, granted_by: UUID | None
-) -> bool:
-    """Grant `role` in the unit; False when the person already holds it there."""
-    result: str = await conn.execute(
-        "INSERT INTO identity.role_assignments (person_id, role, unit_id, granted_by) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (person_id, role, unit_id) WHERE revoked_at IS NULL DO NOTHING",
-        person_id,
-        role,
-        unit_id,
-        granted_by,
-    )
-    return result.endswith(" 1")
-
-
 async def active_roles(conn: Connection, person_id: UUID) -> tuple[RoleGrant, ...]:
     rows = await conn.fetch(
         "SELECT r.role, u.code AS unit, u.path FROM identity.role_assignments r"
