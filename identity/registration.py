@@ -425,7 +425,9 @@ async def _check_rate(conn: Connection, data: PersonalData, source: str, target_
 
 async def grant_citizen(conn: Connection, person_id: UUID, *, granted_by: UUID | None) -> None:
     city = await _city(conn)
-    await store.insert_role_assignment(conn, person_id=person_id, role="citizen", unit_id=city.id, granted_by=granted_by)
+    await store.insert_role_assignment(
+        conn, person_id=person_id, role="citizen", unit_id=city.id, granted_by=granted_by
+    )
 
 
 # --- self-registration ---------------------------------------------------------------------------

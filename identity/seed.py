@@ -117,6 +117,8 @@ async def seed_demo(conn: Connection, settings: Settings) -> None:
         # Hash only when the password changed: argon2 is slow on purpose, and seeding runs at every start.
         if current is None or not verify_password(current, password):
             await store.set_password_hash(conn, person.id, hash_password(password, hashing))
-        await store.insert_role_assignment(conn, person_id=person.id, role=role, unit_id=units[unit].id, granted_by=None)
+        await store.insert_role_assignment(
+            conn, person_id=person.id, role=role, unit_id=units[unit].id, granted_by=None
+        )
     for client in demo_clients(settings):
         await store.upsert_client(conn, client)
