@@ -22,6 +22,7 @@ from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
 
 from identity import store
 from identity.credentials import (
@@ -322,7 +323,9 @@ class MfaController(Controller):
     include_in_schema = False
 
     @get("", operation_id="mfa_form", summary="Ask for the second factor")
-    async def form(self, request: Request[Any, Any, Any], settings: Settings) -> Response[str]:
+    async def form(
+        self, request: Request[Any, Any, Any], settings: NamedDependency[Settings]
+    ) -> Response[str]:
         lang = _language(request)
         if read_pending(settings, request) is None:
             return _expired(settings, lang)
@@ -336,7 +339,7 @@ class MfaController(Controller):
         status_code=303,
     )
     async def verify(
-        self, request: Request[Any, Any, Any], conn: Connection, settings: Settings
+        self, request: Request[Any, Any, Any], conn: Connection, settings: NamedDependency[Settings]
     ) -> Response[str]:
         posted = await _pending_post(request, settings)
         if isinstance(posted, Response):
@@ -362,7 +365,7 @@ class MfaController(Controller):
 
     @get("/setup", operation_id="mfa_setup_form", summary="Show the TOTP enrolment page")
     async def setup_form(
-        self, request: Request[Any, Any, Any], conn: Connection, settings: Settings
+        self, request: Request[Any, Any, Any], conn: Connection, settings: NamedDependency[Settings]
     ) -> Response[str]:
         lang = _language(request)
         pending = read_pending(settings, request)
@@ -381,7 +384,7 @@ class MfaController(Controller):
 
     @post("/setup", operation_id="mfa_setup_confirm", summary="Confirm TOTP enrolment", status_code=200)
     async def setup_confirm(
-        self, request: Request[Any, Any, Any], conn: Connection, settings: Settings
+        self, request: Request[Any, Any, Any], conn: Connection, settings: NamedDependency[Settings]
     ) -> Response[str]:
         posted = await _pending_post(request, settings)
         if isinstance(posted, Response):
