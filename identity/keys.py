@@ -19,7 +19,7 @@ import msgspec
 from joserfc.jwk import KeySet, RSAKey
 
 from identity.credentials import DecryptionError, decrypt, derive_key, encrypt
-from onewindow.db import Connection, Database
+from onewindow.db import Connection, Database, connect
 from onewindow.errors import StartupError
 
 ALGORITHM = "RS256"
@@ -86,20 +86,33 @@ class KeyRing:
 
     db: Database
     master: bytes
+    # With a DSN the ring reads the keys over a connection of its own. A reload happens in the
+    # middle of requests that already hold pooled connections; waiting for one more from a
+    # pool that they have exhausted would wait for ever (well, until the acquire timeout).
+    dsn: str | None = None
     _active: RSAKey | None = None
     _published: KeySet = field(default_factory=lambda: KeySet([]))
     _loaded_at: float = 0.0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    async def _rows(self) -> list[_KeyRow]:
+        query = (
+            "SELECT kid, private_key_enc, public_jwk, created_at, retired_at FROM identity.signing_keys"
+            " WHERE unpublish_after IS NULL OR unpublish_after > now() ORDER BY created_at"
+        )
+        if self.dsn is None:
+            async with self.db.connection() as conn:
+                records = await conn.fetch(query)
+        else:
+            own = await connect(self.dsn, connect_timeout=5)
+            try:
+                records = await own.fetch(query)
+            finally:
+                await own.close()
+        return [msgspec.convert(r, _KeyRow, from_attributes=True) for r in records]
+
     async def load(self) -> None:
-        async with self.db.connection() as conn:
-            rows = [
-                msgspec.convert(r, _KeyRow, from_attributes=True)
-                for r in await conn.fetch(
-                    "SELECT kid, private_key_enc, public_jwk, created_at, retired_at FROM identity.signing_keys"
-                    " WHERE unpublish_after IS NULL OR unpublish_after > now() ORDER BY created_at"
-                )
-            ]
+        rows = await self._rows()
         active = next((row for row in rows if row.retired_at is None), None)
         if active is not None:
             try:

@@ -61,7 +61,7 @@ def create_app(
         database = db or await PoolDatabase.open(settings, settings.dsn)
         redis = Redis.from_url(settings.redis_dsn, socket_timeout=5, socket_connect_timeout=2)
         app.state.resources = Resources(settings=settings, db=database, redis=redis)
-        keys = KeyRing(database, settings.master_secret)
+        keys = KeyRing(database, settings.master_secret, dsn=None if db is not None else settings.dsn)
         await keys.load()
         identity_api.install(app.state, IdentityRuntime(issuer=settings.public_url, keys=keys))
         app.state.oauth_server = OneWindowAuthorizationServer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -21,8 +22,8 @@ from litestar.params import FromPath
 from identity.api import Principal, current_principal, require_role, require_scope
 from identity.keys import KeyRing, create_key, rotate_if_due
 from identity.tokens import InvalidToken, RoleGrant, VerifiedCache, issue_access_token, verify_access_token
-from onewindow.db import Connection
-from onewindow.settings import Settings
+from onewindow.db import Connection, PoolDatabase
+from onewindow.settings import Settings, load_settings
 from tests.conftest import TEST_SECRET, RollbackDatabase, app_client, build_app
 
 ISSUER = "http://127.0.0.1:8000"
@@ -344,3 +345,18 @@ async def test_rotate_if_due_rotates_only_an_old_key(conn: Connection) -> None:
     new_kid = await rotate_if_due(conn, master, grace=grace, max_age=timedelta(days=90))
     assert new_kid is not None
     assert await conn.fetchval("SELECT kid FROM identity.signing_keys WHERE retired_at IS NULL") == new_kid
+
+
+async def test_a_reload_never_waits_for_the_pool_its_callers_hold(database_url: str) -> None:
+    """Requests hold pooled connections while the ring reloads; it must not need one of them."""
+    settings = load_settings(database_url=database_url, db_pool_min=1, db_pool_max=1, db_acquire_timeout=1.0)
+    pool = await PoolDatabase.open(settings, database_url)
+    try:
+        ring = KeyRing(pool, TEST_SECRET.encode(), dsn=database_url)
+        await ring.load()
+        async with pool.transaction():  # the only pooled connection is busy, as under load
+            ring._loaded_at = 0.0  # the active key is due for a re-read
+            key = await asyncio.wait_for(ring.signing_key(), timeout=5)
+        assert key.kid
+    finally:
+        await pool.close()
