@@ -54,7 +54,7 @@ class IdentityRuntime:
 
     issuer: str
     keys: KeyRing
-    verified: VerifiedCache = field(default_factory=VerifiedCache)
+    verified: VerifiedCache[Principal] = field(default_factory=VerifiedCache)
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,25 +115,31 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Princi
     principal = None
     if token is not None:
         runtime = _runtime(connection)
-        try:
-            claims = await verify_access_token(
-                runtime.keys, token, issuer=runtime.issuer, cache=runtime.verified
-            )
-        except InvalidToken:
-            raise Unauthorized(
-                "The access token is not valid (expired, revoked by rotation, or not issued here).",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            ) from None
-        principal = Principal(
-            subject=claims.sub,
-            client_id=claims.client_id,
-            kind="client" if claims.sub == claims.client_id else "person",
-            scopes=frozenset(claims.scope.split()),
-            roles=claims.roles,
-            acr=claims.acr,
-            name=claims.name,
-        )
+        principal = runtime.verified.get(token)
+        if principal is None:
+            principal = await _verified_principal(runtime, token)
     connection.scope[_SCOPE_KEY] = principal  # type: ignore[literal-required]
+    return principal
+
+
+async def _verified_principal(runtime: IdentityRuntime, token: str) -> Principal:
+    try:
+        claims = await verify_access_token(runtime.keys, token, issuer=runtime.issuer)
+    except InvalidToken:
+        raise Unauthorized(
+            "The access token is not valid (expired, revoked by rotation, or not issued here).",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from None
+    principal = Principal(
+        subject=claims.sub,
+        client_id=claims.client_id,
+        kind="client" if claims.sub == claims.client_id else "person",
+        scopes=frozenset(claims.scope.split()),
+        roles=claims.roles,
+        acr=claims.acr,
+        name=claims.name,
+    )
+    runtime.verified.put(token, principal, expires=claims.exp)
     return principal
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 from joserfc import jwt
@@ -18,6 +18,8 @@ from joserfc.errors import JoseError
 from joserfc.jws import extract_compact
 
 from identity.keys import ALGORITHM, KeyRing
+
+T = TypeVar("T")
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 _LEEWAY = 30  # seconds of clock skew tolerated between OneWindow processes
@@ -94,8 +96,8 @@ async def issue_access_token(
     return jwt.encode(header, payload, key, algorithms=[ALGORITHM], default_type=None), claims
 
 
-class VerifiedCache:
-    """Tokens whose signature has been verified, until they expire.
+class VerifiedCache(Generic[T]):
+    """What was made from a token whose signature has been verified, kept until the token expires.
 
     A client calls many routes with one token; checking an RS256 signature each time costs more
     than the rest of a small request. The signature and claims of a token never change, so once
@@ -104,33 +106,29 @@ class VerifiedCache:
 
     def __init__(self, size: int = 10_000) -> None:
         self._size = size
-        self._claims: dict[str, AccessClaims] = {}
+        self._entries: dict[str, tuple[T, int]] = {}
 
-    def get(self, token: str) -> AccessClaims | None:
-        claims = self._claims.get(token)
-        if claims is not None and claims.exp + _LEEWAY <= time.time():
-            del self._claims[token]
+    def get(self, token: str) -> T | None:
+        entry = self._entries.get(token)
+        if entry is None:
             return None
-        return claims
+        if entry[1] + _LEEWAY <= time.time():
+            del self._entries[token]
+            return None
+        return entry[0]
 
-    def put(self, token: str, claims: AccessClaims) -> None:
-        if len(self._claims) >= self._size:
-            for old in list(self._claims)[: self._size // 2]:
-                del self._claims[old]
-        self._claims[token] = claims
+    def put(self, token: str, value: T, *, expires: int) -> None:
+        if len(self._entries) >= self._size:
+            for old in list(self._entries)[: self._size // 2]:
+                del self._entries[old]
+        self._entries[token] = (value, expires)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
-async def verify_access_token(
-    ring: KeyRing, token: str, *, issuer: str, cache: VerifiedCache | None = None
-) -> AccessClaims:
+async def verify_access_token(ring: KeyRing, token: str, *, issuer: str) -> AccessClaims:
     """Check signature, type, issuer, audience and expiry; raise `InvalidToken` on any failure."""
-    if cache is not None:
-        cached = cache.get(token)
-        if cached is not None and cached.iss == issuer:
-            return cached
-        claims = await verify_access_token(ring, token, issuer=issuer)
-        cache.put(token, claims)
-        return claims
     try:
         header = extract_compact(token.encode()).protected
     except (JoseError, ValueError, UnicodeError) as exc:

@@ -11,7 +11,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
@@ -167,22 +166,28 @@ async def test_rotation_keeps_old_tokens_valid_and_signs_with_the_new_key(
         await verify_access_token(other, old_token, issuer=ISSUER)
 
 
-async def test_the_verified_cache_still_refuses_expired_and_other_issuers(ring: KeyRing) -> None:
-    cache = VerifiedCache(size=4)
-    token = await _token(ring)
-    assert (await verify_access_token(ring, token, issuer=ISSUER, cache=cache)).sub == "person-1"
-    assert cache.get(token) is not None
-    with pytest.raises(InvalidToken):
-        await verify_access_token(ring, token, issuer="https://evil.example", cache=cache)
-    # A cached token is dropped once it expires (plus the clock-skew leeway), not served on.
-    claims = cache.get(token)
-    assert claims is not None
-    cache.put("expired-token", msgspec.structs.replace(claims, exp=int(time.time()) - 31))
-    assert cache.get("expired-token") is None
-    assert "expired-token" not in cache._claims
-    for _ in range(6):  # bounded: older entries make room
-        await verify_access_token(ring, await _token(ring), issuer=ISSUER, cache=cache)
-    assert len(cache._claims) <= 4
+def test_the_verified_cache_forgets_expired_tokens_and_stays_bounded() -> None:
+    cache: VerifiedCache[str] = VerifiedCache(size=4)
+    now = int(time.time())
+    cache.put("live", "principal", expires=now + 60)
+    assert cache.get("live") == "principal"
+    # Dropped once expired (plus the clock-skew leeway), not served on.
+    cache.put("expired", "principal", expires=now - 31)
+    assert cache.get("expired") is None
+    assert cache.get("never-seen") is None
+    for n in range(6):  # bounded: older entries make room
+        cache.put(f"t{n}", "principal", expires=now + 60)
+    assert len(cache) <= 4
+
+
+async def test_a_cached_principal_is_no_shortcut_for_a_tampered_or_expired_token(
+    http: httpx.AsyncClient, ring: KeyRing
+) -> None:
+    token = await _token(ring, roles=(OFFICER_MARKET,))
+    assert (await http.get("/test/staff", headers=_bearer(token))).status_code == 200
+    assert (await http.get("/test/staff", headers=_bearer(token))).status_code == 200  # from the cache
+    tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    assert (await http.get("/test/staff", headers=_bearer(tampered))).status_code == 401
 
 
 def test_role_grants_cover_their_unit_and_below_only() -> None:
