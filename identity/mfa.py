@@ -53,7 +53,6 @@ from identity.login import (
     redirect_to,
     safe_return_to,
 )
-from identity.oidc import LOA_HIGH, LOA_LOW, LOA_SUBSTANTIAL
 from identity.sessions import secure_cookies
 from onewindow.db import Connection
 from onewindow.settings import Settings
@@ -124,15 +123,6 @@ async def second_factor(conn: Connection, settings: Settings, person_id: UUID) -
         if any(grant.role != "citizen" for grant in roles):
             return "enrol"
     return None
-
-
-async def assurance(conn: Connection, person_id: UUID, *, second_factor_used: bool) -> str:
-    if not second_factor_used:
-        return LOA_LOW
-    verified = await conn.fetchval(
-        "SELECT identity_verified_at IS NOT NULL FROM identity.persons WHERE id = $1", person_id
-    )
-    return LOA_HIGH if verified else LOA_SUBSTANTIAL
 
 
 def _sign(settings: Settings, payload: str) -> str:
@@ -356,7 +346,7 @@ class MfaController(Controller):
             )
             csrf = csrf_token_for(request)
             return html_response(_code_page(lang, csrf=csrf, error=MFA_TEXT[lang]["wrong_code"]), status=401)
-        acr = await assurance(conn, person_id, second_factor_used=True)
+        acr = await store.assurance_level(conn, person_id)  # the second factor was just used
         done = await finish_sign_in(
             conn, settings, request, person_id, amr=("pwd", "otp"), acr=acr, return_to=return_to
         )
@@ -418,7 +408,7 @@ class MfaController(Controller):
             [(person_id, recovery_code_digest(code, account=str(person_id))) for code in codes],
         )
         await store.audit(conn, action="mfa.enrolled", actor_id=person_id, subject=str(person_id))
-        acr = await assurance(conn, person_id, second_factor_used=True)
+        acr = await store.assurance_level(conn, person_id)  # the second factor was just used
         done = await finish_sign_in(
             conn, settings, request, person_id, amr=("pwd", "otp"), acr=acr, return_to=return_to
         )
