@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -217,3 +218,58 @@ def migrated_database(empty_database: str) -> str:
     """A fresh database built from the migrations, for one test (dropped afterwards)."""
     run_async(_migrated(empty_database))
     return empty_database
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A running OneWindow acting as the OpenID provider, and what its discovery document says."""
+
+    base_url: str
+    database_url: str
+    metadata: dict[str, Any]
+
+    def endpoint(self, name: str) -> str:
+        url: str = self.metadata[name]
+        return url
+
+
+@contextmanager
+def running_provider(
+    servers: tuple[str, str], settings: Settings, workdir: Path, *, prefix: str, demo_mode: bool
+) -> Iterator[Provider]:
+    """`onewindow serve` on a database of its own, its public URL its real address.
+
+    Its own database: the demo seed and the sign-ins and tokens of these tests are committed, and
+    the rolled-back tests must not see them. `demo_mode=False` seeds the demo city first and
+    serves without `--demo`, so staff need their second factor as in production.
+    """
+    admin_url, _ = servers
+    database_url = run_async(create_database(admin_url, prefix=prefix))
+    # The port is chosen first: the issuer and the console's redirect URI are made from it.
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = server_env(settings, workdir / "data") | {
+        "DATABASE_URL": database_url,
+        "ONEWINDOW_PUBLIC_URL": base_url,
+        # Cheap argon2id for seeding and signing in: what a login costs is the benchmark's
+        # business. Seed and server agree, so a sign-in does not rehash.
+        "ONEWINDOW_PASSWORD_TIME_COST": str(settings.password_time_cost),
+        "ONEWINDOW_PASSWORD_MEMORY_KIB": str(settings.password_memory_kib),
+    }
+    try:
+        if not demo_mode:
+            seeded = run_command(["seed", "--demo"], env)
+            assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+        args = ["serve", "--port", str(port), *(["--demo"] if demo_mode else [])]
+        child = launch(args, env, workdir / "serve.log")
+        try:
+            try:
+                wait_ready(base_url, child.process, timeout=60)
+            except pytest.fail.Exception as exc:
+                pytest.fail(f"{exc}\n--- onewindow output ---\n{child.output()}")
+            metadata = httpx.get(base_url + "/.well-known/openid-configuration", timeout=5).json()
+            yield Provider(base_url, database_url, metadata)
+        finally:
+            stop(child.process)
+    finally:
+        run_async(drop_database(admin_url, database_url))

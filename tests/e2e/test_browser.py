@@ -42,8 +42,7 @@ from identity.credentials import totp_now
 from identity.mfa import PENDING_COOKIE
 from identity.sessions import SESSION_COOKIE
 from onewindow.settings import Settings
-from tests.conftest import create_database, drop_database, free_port, server_env, stop, wait_ready
-from tests.e2e.conftest import launch, run_async, run_command
+from tests.e2e.conftest import Provider, running_provider
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -84,55 +83,15 @@ TIMEOUT_MS = 10_000  # per browser action; the whole test takes a few seconds
 CALLBACK_PAGE = "<!doctype html><title>callback</title><p>the client would take the code here</p>"
 
 
-@dataclass(frozen=True)
-class Provider:
-    base_url: str
-    metadata: dict[str, Any]
-
-    def endpoint(self, name: str) -> str:
-        url: str = self.metadata[name]
-        return url
-
-
 @pytest.fixture(scope="module")
 def provider(
     servers: tuple[str, str], settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Provider]:
-    """`onewindow seed --demo`, then `onewindow serve` (MFA required for staff) on a fresh database.
-
-    A database of its own: the sign-ins here are committed, and the rolled-back tests must not
-    see them (nor this module see an officer enrolled by another test).
-    """
-    admin_url, _ = servers
-    database_url = run_async(create_database(admin_url, prefix="onewindow_browser"))
-    workdir = tmp_path_factory.mktemp("browser")
-    # The port is chosen before seeding: the console's redirect URI is made from the public URL.
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = server_env(settings, workdir / "data") | {
-        "DATABASE_URL": database_url,
-        "ONEWINDOW_PUBLIC_URL": base_url,
-        # Cheap argon2id for seeding seven accounts and signing in (the default cost takes
-        # seconds of this test's budget; what a login costs is the benchmark's business). Seed
-        # and server agree, so the sign-in does not rehash.
-        "ONEWINDOW_PASSWORD_TIME_COST": str(settings.password_time_cost),
-        "ONEWINDOW_PASSWORD_MEMORY_KIB": str(settings.password_memory_kib),
-    }
-    try:
-        seeded = run_command(["seed", "--demo"], env)
-        assert seeded.returncode == 0, seeded.stdout + seeded.stderr
-        child = launch(["serve", "--port", str(port)], env, workdir / "serve.log")
-        try:
-            try:
-                wait_ready(base_url, child.process, timeout=60)
-            except pytest.fail.Exception as exc:
-                pytest.fail(f"{exc}\n--- onewindow output ---\n{child.output()}")
-            metadata = httpx.get(base_url + "/.well-known/openid-configuration", timeout=5).json()
-            yield Provider(base_url, metadata)
-        finally:
-            stop(child.process)
-    finally:
-        run_async(drop_database(admin_url, database_url))
+    """`onewindow seed --demo`, then `onewindow serve` (MFA required for staff), on its own database."""
+    with running_provider(
+        servers, settings, tmp_path_factory.mktemp("browser"), prefix="onewindow_browser", demo_mode=False
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

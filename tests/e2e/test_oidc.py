@@ -21,7 +21,6 @@ import secrets
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -46,14 +45,9 @@ from onewindow.db import connect
 from onewindow.settings import Settings
 from tests.conftest import (
     RollbackDatabase,
-    create_database,
-    drop_database,
     free_port,
-    server_env,
-    stop,
-    wait_ready,
 )
-from tests.e2e.conftest import launch, run_async
+from tests.e2e.conftest import Provider, run_async, running_provider
 
 with warnings.catch_warnings():
     # authlib's httpx integration prefers the `httpx2` fork and warns (once, at import) when it
@@ -72,48 +66,15 @@ CITIZEN = ("citizen1", "onewindow-demo")
 SENSOR = "sensor-hub"  # the private_key_jwt client this test registers
 
 
-@dataclass(frozen=True)
-class Provider:
-    """The running server and what a client learns from its discovery document."""
-
-    base_url: str
-    database_url: str
-    metadata: dict[str, Any]
-
-    def endpoint(self, name: str) -> str:
-        url: str = self.metadata[name]
-        return url
-
-
 @pytest.fixture(scope="module")
 def provider(
     servers: tuple[str, str], settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Provider]:
-    """`onewindow serve --demo` on a fresh database, its public URL its real address.
-
-    A database of its own, not the run's shared one: the demo seed and the tokens this module
-    mints are committed, and the rolled-back tests must not see them.
-    """
-    admin_url, _ = servers
-    database_url = run_async(create_database(admin_url, prefix="onewindow_oidc"))
-    workdir = tmp_path_factory.mktemp("oidc")
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = server_env(settings, workdir / "data") | {
-        "DATABASE_URL": database_url,
-        "ONEWINDOW_PUBLIC_URL": base_url,
-    }
-    child = launch(["serve", "--port", str(port), "--demo"], env, workdir / "serve.log")
-    try:
-        try:
-            wait_ready(base_url, child.process, timeout=60)
-        except pytest.fail.Exception as exc:
-            pytest.fail(f"{exc}\n--- onewindow output ---\n{child.output()}")
-        metadata = httpx.get(base_url + "/.well-known/openid-configuration", timeout=5).json()
-        yield Provider(base_url, database_url, metadata)
-    finally:
-        stop(child.process)
-        run_async(drop_database(admin_url, database_url))
+    """`onewindow serve --demo` on a database of its own."""
+    with running_provider(
+        servers, settings, tmp_path_factory.mktemp("oidc"), prefix="onewindow_oidc", demo_mode=True
+    ) as running:
+        yield running
 
 
 def _sign_in(client: OAuth2Client, login_url: str) -> str:
