@@ -230,7 +230,7 @@ class UnitAdminController(Controller):
 
     path = f"{PREFIX}/units"
     tags = ["identity admin"]  # noqa: RUF012 - litestar's declared type
-    guards = [require_role("admin"), require_enabled_account]  # noqa: RUF012 - litestar's declared type
+    middleware = [require_role("admin"), require_enabled_account]  # noqa: RUF012 - litestar's declared type
     dependencies = {"actor": Provide(provide_actor, sync_to_thread=False)}  # noqa: RUF012 - litestar's declared type
 
     @get("/", operation_id="identity_admin_list_units", summary="Organisation units in tree order")
@@ -494,7 +494,7 @@ class PersonAdminController(Controller):
 
     path = f"{PREFIX}/persons"
     tags = ["identity admin"]  # noqa: RUF012 - litestar's declared type
-    guards = [require_role("admin"), require_enabled_account]  # noqa: RUF012 - litestar's declared type
+    middleware = [require_role("admin"), require_enabled_account]  # noqa: RUF012 - litestar's declared type
     dependencies = {"actor": Provide(provide_actor, sync_to_thread=False)}  # noqa: RUF012 - litestar's declared type
 
     @get(
@@ -1096,7 +1096,7 @@ class ClientAdminController(Controller):
 
     path = f"{PREFIX}/clients"
     tags = ["identity admin"]  # noqa: RUF012 - litestar's declared type
-    guards = [require_role("admin"), require_enabled_account]  # noqa: RUF012 - litestar's declared type
+    middleware = [require_role("admin"), require_enabled_account]  # noqa: RUF012 - litestar's declared type
     dependencies = {"actor": Provide(provide_actor, sync_to_thread=False)}  # noqa: RUF012 - litestar's declared type
 
     @get("/", operation_id="identity_admin_list_clients", summary="Clients by client_id")
@@ -1258,7 +1258,7 @@ class SigningKeyAdminController(Controller):
 
     path = f"{PREFIX}/signing-keys"
     tags = ["identity admin"]  # noqa: RUF012 - litestar's declared type
-    guards = [require_role("admin"), require_enabled_account]  # noqa: RUF012 - litestar's declared type
+    middleware = [require_role("admin"), require_enabled_account]  # noqa: RUF012 - litestar's declared type
     dependencies = {"actor": Provide(provide_actor, sync_to_thread=False)}  # noqa: RUF012 - litestar's declared type
 
     @get("/", operation_id="identity_admin_list_signing_keys", summary="Signing keys, newest first")
@@ -1323,7 +1323,7 @@ class AuditLogController(Controller):
 
     path = f"{PREFIX}/audit"
     tags = ["identity admin"]  # noqa: RUF012 - litestar's declared type
-    guards = [require_role("admin"), require_enabled_account]  # noqa: RUF012 - litestar's declared type
+    middleware = [require_role("admin"), require_enabled_account]  # noqa: RUF012 - litestar's declared type
 
     @get("/", operation_id="identity_admin_list_audit", summary="The audit log, newest first, filtered")
     async def list_audit(

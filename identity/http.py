@@ -393,7 +393,7 @@ class PrincipalController(Controller):
     path = "/api/v1/identity"
     tags = ["identity"]  # noqa: RUF012 - litestar's declared type
 
-    @get("/me", operation_id="identity_me", summary="The calling principal", guards=[require_signed_in()])
+    @get("/me", operation_id="identity_me", summary="The calling principal", middleware=[require_signed_in()])
     async def me(self, request: AnyRequest) -> MeReply:
         principal = current_principal(request)
         return MeReply(

@@ -36,11 +36,10 @@ from litestar import Controller, Request, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath, JSONBody
 
 from identity import store
-from identity.api import current_principal, require_role
+from identity.api import as_guard, current_principal, require_role
 from identity.credentials import (
     DecryptionError,
     check_password,
@@ -197,9 +196,7 @@ class Actor:
     client_id: str
 
 
-async def require_enabled_account(
-    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
-) -> None:
+async def _enabled_account(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     """Guard, after a role guard: the calling person's account still exists and is enabled.
 
     An access token outlives a disabled account by up to its lifetime; staff actions must stop
@@ -213,6 +210,9 @@ async def require_enabled_account(
             person = await store.person_by_id(conn, person_id)
     if person is None or person.disabled_at is not None:
         raise Forbidden("This account cannot act here (it is disabled, or not a person's account).")
+
+
+require_enabled_account = as_guard(_enabled_account)
 
 
 def _person_id(subject: str) -> UUID | None:
@@ -666,7 +666,7 @@ class CounterController(Controller):
 
     path = "/api/v1/identity/counter"
     tags = ["identity"]  # noqa: RUF012 - litestar's declared type
-    guards = [require_role("clerk"), require_enabled_account]  # noqa: RUF012 - litestar's declared type
+    middleware = [require_role("clerk"), require_enabled_account]  # noqa: RUF012 - litestar's declared type
     dependencies = {"actor": Provide(provide_actor, sync_to_thread=False)}  # noqa: RUF012 - litestar's declared type
 
     @post(

@@ -49,7 +49,7 @@ async def open_twin() -> dict[str, bool]:
     return {"ok": True}
 
 
-@get("/e2e/guarded", operation_id="e2eGuarded", guards=[require_signed_in()])
+@get("/e2e/guarded", operation_id="e2eGuarded", middleware=[require_signed_in()])
 async def guarded_twin() -> dict[str, bool]:
     return {"ok": True}
 

@@ -212,17 +212,21 @@ async def _unit_of_task(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return {"t-market": "demo/market", "t-fire": "demo/fire"}[connection.path_params["task"]]
 
 
-@get("/test/staff", operation_id="test_staff", guards=[require_role("officer")])
+@get("/test/staff", operation_id="test_staff", middleware=[require_role("officer")])
 async def staff_only(request: Request[Any, Any, Any]) -> dict[str, str]:
     return {"sub": current_principal(request).subject}
 
 
-@get("/test/tasks/{task:str}", operation_id="test_task", guards=[require_role("officer", unit=_unit_of_task)])
+@get(
+    "/test/tasks/{task:str}",
+    operation_id="test_task",
+    middleware=[require_role("officer", unit=_unit_of_task)],
+)
 async def task(task: FromPath[str]) -> dict[str, str]:
     return {"task": task}
 
 
-@get("/test/feed", operation_id="test_feed", guards=[require_scope("ioc.feed")])
+@get("/test/feed", operation_id="test_feed", middleware=[require_scope("ioc.feed")])
 async def feed() -> dict[str, bool]:
     return {"ok": True}
 
@@ -230,7 +234,7 @@ async def feed() -> dict[str, bool]:
 @get(
     "/test/grid",
     operation_id="test_grid",
-    guards=[require_role("grid_worker", unit="demo/central/riverside/riverside-1/G-0107")],
+    middleware=[require_role("grid_worker", unit="demo/central/riverside/riverside-1/G-0107")],
 )
 async def grid() -> dict[str, bool]:
     return {"ok": True}
