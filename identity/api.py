@@ -9,8 +9,9 @@
 
 Guards are route middleware (`middleware=[require_role(...)]` on a route, controller or
 router), so they run before the handler's parameters are read. Bearer tokens are verified
-locally against the key ring in memory (no network call per request). A route with a guard answers 401 problem+json (with `WWW-Authenticate: Bearer`)
-without a valid token, and 403 when the token lacks the role or scope.
+locally against the key ring in memory (no network call per request). A route with a guard
+answers 401 problem+json (with `WWW-Authenticate: Bearer`) without a valid token, and 403
+when the token lacks the role or scope.
 """
 
 from __future__ import annotations
