@@ -313,26 +313,11 @@ def redirect_to(location: str, *, cookies: Sequence[Cookie] = ()) -> Response[st
 def csrf_cookie(settings: Settings, token: str, path: str) -> Cookie:
     # HttpOnly: the page has no script that needs it. Strict: never sent from another site's
     # page, which is the point. Path: only the page that checks it ever receives it.
-    return Cookie(
-        key=CSRF_COOKIE,
-        value=token,
-        path=path,
-        httponly=True,
-        samesite="strict",
-        secure=sessions.secure_cookies(settings),
-    )
+    return sessions.http_only_cookie(settings, CSRF_COOKIE, token, path=path, samesite="strict")
 
 
 def _clear_csrf_cookie(settings: Settings, path: str) -> Cookie:
-    return Cookie(
-        key=CSRF_COOKIE,
-        value="",
-        path=path,
-        max_age=0,
-        httponly=True,
-        samesite="strict",
-        secure=sessions.secure_cookies(settings),
-    )
+    return sessions.http_only_cookie(settings, CSRF_COOKIE, "", path=path, max_age=0, samesite="strict")
 
 
 def csrf_token_for(request: Request[Any, Any, Any]) -> str:

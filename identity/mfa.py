@@ -53,7 +53,7 @@ from identity.login import (
     redirect_to,
     safe_return_to,
 )
-from identity.sessions import secure_cookies
+from identity.sessions import http_only_cookie
 from onewindow.db import Connection
 from onewindow.settings import Settings
 
@@ -133,27 +133,12 @@ def _sign(settings: Settings, payload: str) -> str:
 def pending_cookie(settings: Settings, person_id: UUID, return_to: str) -> Cookie:
     target = base64.urlsafe_b64encode(safe_return_to(return_to).encode()).decode().rstrip("=")
     payload = f"{person_id}.{int(time.time())}.{target}"
-    return Cookie(
-        key=PENDING_COOKIE,
-        value=f"{payload}.{_sign(settings, payload)}",
-        path="/login",
-        max_age=_PENDING_SECONDS,
-        httponly=True,
-        samesite="lax",
-        secure=secure_cookies(settings),
-    )
+    value = f"{payload}.{_sign(settings, payload)}"
+    return http_only_cookie(settings, PENDING_COOKIE, value, path="/login", max_age=_PENDING_SECONDS)
 
 
 def _clear_pending(settings: Settings) -> Cookie:
-    return Cookie(
-        key=PENDING_COOKIE,
-        value="",
-        path="/login",
-        max_age=0,
-        httponly=True,
-        samesite="lax",
-        secure=secure_cookies(settings),
-    )
+    return http_only_cookie(settings, PENDING_COOKIE, "", path="/login", max_age=0)
 
 
 def read_pending(settings: Settings, request: Request[Any, Any, Any]) -> tuple[UUID, str] | None:

@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, TypeGuard
+from typing import Any, Final, Literal, TypeGuard
 from uuid import UUID
 
 from litestar.datastructures import Cookie
@@ -185,26 +185,32 @@ def session_cookie(settings: Settings, value: str) -> Cookie:
     top-level link or redirect, and the session must travel with that navigation, or every
     sign-in through an app would ask for the password again.
     """
-    return Cookie(
-        key=SESSION_COOKIE,
-        value=value,
-        path="/",
-        max_age=settings.session_hours * 3600,
-        httponly=True,
-        samesite="lax",
-        secure=secure_cookies(settings),
-    )
+    return http_only_cookie(settings, SESSION_COOKIE, value, path="/", max_age=settings.session_hours * 3600)
 
 
 def clear_session_cookie(settings: Settings) -> Cookie:
     """A `Set-Cookie` that removes the session cookie (same name, path and flags, expired)."""
+    return http_only_cookie(settings, SESSION_COOKIE, "", path="/", max_age=0)
+
+
+def http_only_cookie(
+    settings: Settings,
+    key: str,
+    value: str,
+    *,
+    path: str,
+    max_age: int | None = None,
+    samesite: Literal["lax", "strict"] = "lax",
+) -> Cookie:
+    """Every cookie of the sign-in pages: HttpOnly (no script reads it), Secure over https.
+    `max_age=0` with an empty value removes one; it must name the same path to reach it."""
     return Cookie(
-        key=SESSION_COOKIE,
-        value="",
-        path="/",
-        max_age=0,
+        key=key,
+        value=value,
+        path=path,
+        max_age=max_age,
         httponly=True,
-        samesite="lax",
+        samesite=samesite,
         secure=secure_cookies(settings),
     )
 
