@@ -283,11 +283,9 @@ class UnitAdminController(Controller):
         )
         if not created:
             raise Conflict(f"There is already a unit with the code {data.code}.")
-        await store.audit(
+        await actor.audit(
             conn,
             action="create_unit",
-            actor_id=actor.person_id,
-            client_id=actor.client_id,
             subject=f"unit:{data.code}",
             detail={"kind": data.kind, "parent": data.parent},
         )
@@ -303,11 +301,9 @@ class UnitAdminController(Controller):
         if not await store.rename_unit(conn, code, name_zh=data.name_zh, name_en=data.name_en):
             raise NotFound(f"There is no organisation unit {code}.")
         changed = [name for name in ("name_zh", "name_en") if getattr(data, name) is not None]
-        await store.audit(
+        await actor.audit(
             conn,
             action="rename_unit",
-            actor_id=actor.person_id,
-            client_id=actor.client_id,
             subject=f"unit:{code}",
             detail={"fields": changed},
         )
@@ -560,11 +556,9 @@ class PersonAdminController(Controller):
             conn, phone_hash=phone_hash, national_id_hash=national_id_hash, email=email
         )
         # A look-up by personal identifiers is itself worth a trace: by what, and how many found.
-        await store.audit(
+        await actor.audit(
             conn,
             action="search_persons",
-            actor_id=actor.person_id,
-            client_id=actor.client_id,
             detail={
                 "by": [name for name in ("phone", "national_id", "email") if getattr(data, name)],
                 "found": len(rows),
@@ -636,11 +630,9 @@ class PersonAdminController(Controller):
         if person is None:
             raise Conflict("An account with this username or e-mail address already exists.")
         await store.set_password_hash(conn, person_id, password_hash)
-        await store.audit(
+        await actor.audit(
             conn,
             action="create_person",
-            actor_id=actor.person_id,
-            client_id=actor.client_id,
             subject=str(person_id),
             detail={"kind": "staff"},
         )
@@ -687,11 +679,9 @@ class PersonAdminController(Controller):
         if updated is None:  # changed between the read above and this write
             raise PreconditionFailed("The person has changed since you read it: read it again.")
         changed = [name for name in ("display_name", "email", "locale") if getattr(data, name) is not None]
-        await store.audit(
+        await actor.audit(
             conn,
             action="update_person",
-            actor_id=actor.person_id,
-            client_id=actor.client_id,
             subject=str(person_id),
             detail={"fields": changed, "version": updated.version},
         )
@@ -718,11 +708,9 @@ class PersonAdminController(Controller):
             await store.set_person_disabled(conn, person_id, disabled=True)
             ended = await sessions.end_sessions(conn, person_id)
             await store.revoke_person_tokens(conn, person_id)
-            await store.audit(
+            await actor.audit(
                 conn,
                 action="disable_person",
-                actor_id=actor.person_id,
-                client_id=actor.client_id,
                 subject=str(person_id),
                 detail={"sessions_ended": ended},
             )
@@ -744,11 +732,9 @@ class PersonAdminController(Controller):
         person = await _existing_person(conn, person_id)
         if person.disabled_at is not None:
             await store.set_person_disabled(conn, person_id, disabled=False)
-            await store.audit(
+            await actor.audit(
                 conn,
                 action="enable_person",
-                actor_id=actor.person_id,
-                client_id=actor.client_id,
                 subject=str(person_id),
             )
         return await _person_response(conn, settings, person_id)
@@ -817,11 +803,9 @@ class PersonAdminController(Controller):
         )
         if assignment_id is None:
             raise Conflict(f"The person already holds {data.role} in {unit.code}.")
-        await store.audit(
+        await actor.audit(
             conn,
             action="grant_role",
-            actor_id=actor.person_id,
-            client_id=actor.client_id,
             subject=str(person_id),
             detail={"role": data.role, "unit": unit.code, "assignment": str(assignment_id)},
         )
@@ -851,11 +835,9 @@ class PersonAdminController(Controller):
         if row.role == "admin":
             await _keep_an_admin(conn, person_id, losing="revoking this role")
         await store.revoke_role_assignment(conn, assignment_id, revoked_by=actor.person_id)
-        await store.audit(
+        await actor.audit(
             conn,
             action="revoke_role",
-            actor_id=actor.person_id,
-            client_id=actor.client_id,
             subject=str(person_id),
             detail={"role": row.role, "unit": row.unit, "assignment": str(assignment_id)},
         )
@@ -1123,11 +1105,9 @@ class ClientAdminController(Controller):
         row, secret = _client_row(data)
         if not await store.insert_client(conn, row):
             raise Conflict(f"There is already a client {data.client_id}.")
-        await store.audit(
+        await actor.audit(
             conn,
             action="create_client",
-            actor_id=actor.person_id,
-            client_id=actor.client_id,
             subject=f"client:{row.client_id}",
             detail={
                 "kind": row.kind,
@@ -1158,11 +1138,9 @@ class ClientAdminController(Controller):
             )
         secret = secrets.token_urlsafe(32)
         await store.set_client_secret(conn, client_id, secret_digest(secret))
-        await store.audit(
+        await actor.audit(
             conn,
             action="rotate_client_secret",
-            actor_id=actor.person_id,
-            client_id=actor.client_id,
             subject=f"client:{client_id}",
         )
         rotated = await _client(conn, client_id)
@@ -1186,11 +1164,9 @@ class ClientAdminController(Controller):
         if client.disabled_at is None:
             await store.set_client_disabled(conn, client_id, disabled=True)
             await store.revoke_client_tokens(conn, client_id)
-            await store.audit(
+            await actor.audit(
                 conn,
                 action="disable_client",
-                actor_id=actor.person_id,
-                client_id=actor.client_id,
                 subject=f"client:{client_id}",
             )
         return _client_reply(await _client(conn, client_id))
@@ -1207,11 +1183,9 @@ class ClientAdminController(Controller):
         client = await _client(conn, client_id)
         if client.disabled_at is not None:
             await store.set_client_disabled(conn, client_id, disabled=False)
-            await store.audit(
+            await actor.audit(
                 conn,
                 action="enable_client",
-                actor_id=actor.person_id,
-                client_id=actor.client_id,
                 subject=f"client:{client_id}",
             )
         return _client_reply(await _client(conn, client_id))
@@ -1283,11 +1257,9 @@ class SigningKeyAdminController(Controller):
         actor: NamedDependency[Actor],
     ) -> Response[SigningKeyReply]:
         kid = await create_key(conn, settings.master_secret, grace=token_grace(settings))
-        await store.audit(
+        await actor.audit(
             conn,
             action="rotate_signing_key",
-            actor_id=actor.person_id,
-            client_id=actor.client_id,
             subject=f"key:{kid}",
         )
         row = await store.signing_key(conn, kid)

@@ -195,6 +195,26 @@ class Actor:
     person_id: UUID
     client_id: str
 
+    async def audit(
+        self,
+        conn: Connection,
+        *,
+        action: str,
+        subject: str | None = None,
+        outcome: str = "ok",
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """An audit row with this member of staff as the actor."""
+        await store.audit(
+            conn,
+            action=action,
+            actor_id=self.person_id,
+            client_id=self.client_id,
+            subject=subject,
+            outcome=outcome,
+            detail=detail,
+        )
+
 
 async def _enabled_account(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     """Guard, after a role guard: the calling person's account still exists and is enabled.
@@ -651,11 +671,9 @@ async def _record_identity(
     if updated is None:
         # Nothing personal in the reply: not whose account it is, not the number.
         raise Conflict(conflict)
-    await store.audit(
+    await actor.audit(
         conn,
         action="verify_identity",
-        actor_id=actor.person_id,
-        client_id=actor.client_id,
         subject=str(person_id),
         detail={"method": "counter", "document": document},
     )
@@ -716,11 +734,9 @@ class CounterController(Controller):
             hashed = await asyncio.to_thread(hash_password, data.password, password_hashing(settings))
             await store.set_password_hash(conn, person_id, hashed)
         await grant_citizen(conn, person_id, granted_by=actor.person_id)
-        await store.audit(
+        await actor.audit(
             conn,
             action="create_citizen",
-            actor_id=actor.person_id,
-            client_id=actor.client_id,
             subject=str(person_id),
             detail={"via": "counter"},
         )
