@@ -48,7 +48,6 @@ from identity.seed import password_hashing, secret_digest
 from onewindow.db import Connection
 from onewindow.errors import (
     Conflict,
-    DomainError,
     FieldError,
     NotFound,
     PreconditionFailed,
@@ -56,6 +55,7 @@ from onewindow.errors import (
     ValidationFailed,
 )
 from onewindow.settings import Settings
+from onewindow.web import check_if_match, decode_cursor, etag, page
 
 __all__ = [
     "ADMIN_CONTROLLERS",
@@ -115,56 +115,6 @@ T = TypeVar("T")
 
 
 # --- pagination and versions ---------------------------------------------------------------------
-
-
-def _encode_cursor(key: Any) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(key)).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None, shape: type[T]) -> T | None:
-    """The sort key a cursor carries; a 400 naming the parameter for anything this list did not give."""
-    if cursor is None:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return msgspec.json.decode(raw, type=shape)
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        raise ValidationFailed(
-            "The cursor is not one this list gave out.",
-            errors=[FieldError(pointer="", parameter="query.cursor", detail="not a cursor of this list")],
-        ) from None
-
-
-def _page(rows: list[T], limit: int, key: Any) -> tuple[list[T], str | None]:
-    """The page (rows were fetched with limit + 1) and the cursor of the next one, if any."""
-    if len(rows) <= limit:
-        return rows, None
-    rows = rows[:limit]
-    return rows, _encode_cursor(key(rows[-1]))
-
-
-class PreconditionRequired(DomainError):
-    status = 428
-    type = "precondition-required"
-    title = "If-Match required"
-
-
-def _etag(version: int) -> str:
-    return f'"{version}"'
-
-
-def _check_if_match(if_match: str | None, current: int) -> None:
-    """RFC 9110 section 13.1.1 with the strong comparison: weak tags never match."""
-    if if_match is None:
-        raise PreconditionRequired(
-            "Send If-Match with the ETag of the version you read: a write without it could undo "
-            "someone else's change."
-        )
-    tags = [tag.strip() for tag in if_match.split(",")]
-    if "*" not in tags and _etag(current) not in tags:
-        raise PreconditionFailed(
-            "The person has changed since you read it: read it again and reapply your change."
-        )
 
 
 def _invalid(errors: list[FieldError]) -> ValidationFailed:
@@ -247,10 +197,10 @@ class UnitAdminController(Controller):
             conn,
             parent_id=parent_id,
             kind=kind,
-            after_path=_decode_cursor(cursor, str),
+            after_path=decode_cursor(cursor, str),
             limit=limit + 1,
         )
-        items, next_cursor = _page(rows, limit, lambda row: row.path)
+        items, next_cursor = page(rows, limit, lambda row: row.path)
         return UnitPage(items=[_unit_reply(row) for row in items], next_cursor=next_cursor)
 
     @get("/{code:str}", operation_id="identity_admin_get_unit", summary="One organisation unit")
@@ -420,7 +370,7 @@ async def _person_response(
         updated_at=row.updated_at,
         version=row.version,
     )
-    headers = {"ETag": _etag(row.version), "Cache-Control": "no-store"}
+    headers = {"ETag": etag(row.version), "Cache-Control": "no-store"}
     if location:
         headers["Location"] = f"{PREFIX}/persons/{row.id}"
     return Response(reply, status_code=status_code, headers=headers)
@@ -510,10 +460,10 @@ class PersonAdminController(Controller):
             conn,
             prefix=q,
             disabled=disabled,
-            after=_decode_cursor(cursor, tuple[datetime, UUID]),
+            after=decode_cursor(cursor, tuple[datetime, UUID]),
             limit=limit + 1,
         )
-        items, next_cursor = _page(rows, limit, lambda row: (row.created_at, row.id))
+        items, next_cursor = page(rows, limit, lambda row: (row.created_at, row.id))
         return PersonPage(items=[_summary(row) for row in items], next_cursor=next_cursor)
 
     @post(
@@ -660,7 +610,7 @@ class PersonAdminController(Controller):
             except ValueError as error:
                 raise _invalid([FieldError(pointer="/email", detail=str(error))]) from None
         person = await _existing_person(conn, person_id)
-        _check_if_match(if_match, person.version)
+        check_if_match(if_match, person.version, what="person")
         if email is not None and await store.email_taken(conn, email, except_person=person_id):
             raise Conflict(
                 "Another account has this e-mail address.",
@@ -770,10 +720,10 @@ class PersonAdminController(Controller):
             conn,
             person_id,
             include_revoked=include_revoked,
-            after=_decode_cursor(cursor, tuple[datetime, UUID]),
+            after=decode_cursor(cursor, tuple[datetime, UUID]),
             limit=limit + 1,
         )
-        items, next_cursor = _page(rows, limit, lambda row: (row.granted_at, row.id))
+        items, next_cursor = page(rows, limit, lambda row: (row.granted_at, row.id))
         return RoleAssignmentPage(items=[_assignment_reply(row) for row in items], next_cursor=next_cursor)
 
     @post(
@@ -1083,8 +1033,8 @@ class ClientAdminController(Controller):
 
     @get("/", operation_id="identity_admin_list_clients", summary="Clients by client_id")
     async def list_clients(self, conn: Connection, cursor: Cursor = None, limit: Limit = 50) -> ClientPage:
-        rows = await store.list_clients(conn, after_id=_decode_cursor(cursor, str), limit=limit + 1)
-        items, next_cursor = _page(rows, limit, lambda row: row.client_id)
+        rows = await store.list_clients(conn, after_id=decode_cursor(cursor, str), limit=limit + 1)
+        items, next_cursor = page(rows, limit, lambda row: row.client_id)
         return ClientPage(items=[_client_reply(row) for row in items], next_cursor=next_cursor)
 
     @get(
@@ -1238,9 +1188,9 @@ class SigningKeyAdminController(Controller):
     @get("/", operation_id="identity_admin_list_signing_keys", summary="Signing keys, newest first")
     async def list_keys(self, conn: Connection, cursor: Cursor = None, limit: Limit = 50) -> SigningKeyPage:
         rows = await store.list_signing_keys(
-            conn, before=_decode_cursor(cursor, tuple[datetime, str]), limit=limit + 1
+            conn, before=decode_cursor(cursor, tuple[datetime, str]), limit=limit + 1
         )
-        items, next_cursor = _page(rows, limit, lambda row: (row.created_at, row.kid))
+        items, next_cursor = page(rows, limit, lambda row: (row.created_at, row.kid))
         return SigningKeyPage(items=[_key_reply(row) for row in items], next_cursor=next_cursor)
 
     @post(
@@ -1315,10 +1265,10 @@ class AuditLogController(Controller):
             actor_id=actor,
             action=action,
             since=since,
-            before_id=_decode_cursor(cursor, int),
+            before_id=decode_cursor(cursor, int),
             limit=limit + 1,
         )
-        items, next_cursor = _page(rows, limit, lambda row: row.id)
+        items, next_cursor = page(rows, limit, lambda row: row.id)
         return AuditPage(
             items=[AuditEntry(**msgspec.structs.asdict(row)) for row in items], next_cursor=next_cursor
         )

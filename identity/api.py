@@ -19,14 +19,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from uuid import UUID
 
 import msgspec
 from litestar.connection import ASGIConnection
 from litestar.middleware.base import DefineMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from identity import store
 from identity.keys import KeyRing
 from identity.tokens import InvalidToken, RoleGrant, VerifiedCache, verify_access_token
+from onewindow.db import Connection
 from onewindow.errors import Forbidden, Unauthorized
 
 __all__ = [
@@ -36,9 +39,12 @@ __all__ = [
     "as_guard",
     "authenticate",
     "current_principal",
+    "holds_role",
     "require_role",
     "require_scope",
     "require_signed_in",
+    "unit_codes",
+    "unit_path",
 ]
 
 ROLES = ("citizen", "clerk", "officer", "supervisor", "grid_worker", "admin")
@@ -227,3 +233,25 @@ def require_role(role: str, *, unit: str | UnitResolver | None = None) -> Guard:
             raise Forbidden(f"This needs the role {role}{where}.")
 
     return as_guard(check)
+
+
+async def unit_path(conn: Connection, code: str) -> str | None:
+    """The path of the organisation unit with `code` ("market" -> "demo/market"), None if unknown."""
+    unit = await store.unit_by_code(conn, code)
+    return unit.path if unit else None
+
+
+async def unit_codes(conn: Connection) -> frozenset[str]:
+    """Every organisation unit's code (what a workflow definition may name as a fixed unit)."""
+    return await store.unit_codes(conn)
+
+
+async def holds_role(conn: Connection, subject: str, role: str, *, within: str) -> bool:
+    """Whether the person `subject` holds `role` now, in a unit whose scope covers `within`."""
+    try:
+        person_id = UUID(subject)
+    except ValueError:
+        return False
+    return any(
+        grant.role == role and grant.covers(within) for grant in await store.active_roles(conn, person_id)
+    )

@@ -67,6 +67,10 @@ async def unit_by_code(conn: Connection, code: str) -> UnitRow | None:
     return msgspec.convert(row, UnitRow, from_attributes=True) if row else None
 
 
+async def unit_codes(conn: Connection) -> frozenset[str]:
+    return frozenset(row["code"] for row in await conn.fetch("SELECT code FROM identity.org_units"))
+
+
 async def upsert_unit(
     conn: Connection, *, code: str, kind: str, parent: UnitRow | None, name_zh: str, name_en: str
 ) -> UnitRow:

@@ -28,7 +28,8 @@ from onewindow.ops import ObserveMiddleware, OpsController
 from onewindow.problems import exception_handlers
 from onewindow.settings import Settings
 from onewindow.web import Resources, provide_conn, provide_settings
-from onewindow.worker import BackgroundWorker
+from onewindow.worker import BackgroundWorker, configure_contexts
+from workflows.http import WORKFLOW_CONTROLLERS
 
 
 def route_handlers() -> list[ControllerRouterHandler]:
@@ -45,6 +46,7 @@ def route_handlers() -> list[ControllerRouterHandler]:
         *ADMIN_CONTROLLERS,
         RegistrationController,
         CounterController,
+        *WORKFLOW_CONTROLLERS,
     ]
 
 
@@ -55,6 +57,7 @@ def create_app(
     extra_handlers: Sequence[ControllerRouterHandler] = (),
 ) -> Litestar:
     """Build the app. `db` replaces the pool (tests pass one connection inside a rolled-back transaction)."""
+    configure_contexts(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -48,6 +48,12 @@ class NotFound(DomainError):
     title = "Not found"
 
 
+class PreconditionRequired(DomainError):
+    status = 428
+    type = "precondition-required"
+    title = "If-Match required"
+
+
 class Conflict(DomainError):
     status = 409
     type = "conflict"

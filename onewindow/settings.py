@@ -47,6 +47,15 @@ class Settings(BaseSettings):
         description="`production` hides development conveniences (e.g. one-time codes in the log).",
     )
     timezone: str = Field(default="UTC", description="The city's time zone (IANA name).")
+    weekend_days: str = Field(
+        default="6,7",
+        description="ISO weekdays that are not working days (1 = Monday ... 7 = Sunday), e.g. 6,7."
+        " Public holidays and make-up working days are data (the calendar admin API).",
+    )
+    office_hours: str = Field(
+        default="09:00-12:00,13:00-17:00",
+        description="Office hours of a working day, local time: deadlines in hours count only these.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Least severe log level written."
     )
@@ -140,6 +149,24 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
+    @field_validator("weekend_days")
+    @classmethod
+    def _iso_weekdays(cls, value: str) -> str:
+        days = value.replace(" ", "")
+        if not re.fullmatch(r"([1-7](,[1-7])*)?", days) or len(set(days.split(","))) == 7:
+            raise ValueError(
+                "ISO weekdays 1 (Monday) to 7 (Sunday), comma-separated, at least one working day"
+            )
+        return days
+
+    @field_validator("office_hours")
+    @classmethod
+    def _office_hours(cls, value: str) -> str:
+        span = r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d"
+        if not re.fullmatch(rf"{span}(,{span})*", value.replace(" ", "")):
+            raise ValueError("office hours like 09:00-12:00,13:00-17:00")
+        return value.replace(" ", "")
+
     @field_validator("public_url")
     @classmethod
     def _origin(cls, value: str) -> str:
@@ -180,6 +207,10 @@ class Settings(BaseSettings):
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("ONEWINDOW_DB_POOL_MIN must not exceed ONEWINDOW_DB_POOL_MAX")
         return self
+
+    @property
+    def weekend(self) -> frozenset[int]:
+        return frozenset(int(day) for day in self.weekend_days.split(",") if day)
 
     @property
     def dsn(self) -> str:

@@ -18,11 +18,14 @@ from arq.connections import RedisSettings
 from arq.cron import CronJob, cron
 from arq.worker import Worker
 
+from onewindow import idempotency
 from onewindow.db import Connection, Database, PoolDatabase
 from onewindow.events import Subscription
 from onewindow.jobs import JobContext, transactional
 from onewindow.outbox import Drainer, DrainPolicy, prune
 from onewindow.settings import Settings
+from workflows import api as workflows_api
+from workflows.jobs import fire_deadlines
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +40,34 @@ async def prune_outbox(conn: Connection, settings: Settings) -> int:
     return deleted
 
 
+@transactional
+async def prune_idempotency_keys(conn: Connection, settings: Settings) -> int:
+    """Daily: clients retry within minutes; a week of keys is plenty."""
+    return await idempotency.prune(conn, older_than_days=7)
+
+
 def functions() -> list[Callable[..., Awaitable[Any]]]:
     """Every arq task the contexts offer. Contexts add theirs here as their `jobs` modules appear."""
-    return [prune_outbox]
+    return [prune_outbox, prune_idempotency_keys, fire_deadlines]
 
 
 def cron_jobs() -> list[CronJob]:
-    return [cron(prune_outbox, hour={3}, minute={17}, run_at_startup=False)]  # type: ignore[arg-type]
+    return [
+        cron(prune_outbox, hour={3}, minute={17}, run_at_startup=False),  # type: ignore[arg-type]
+        cron(prune_idempotency_keys, hour={3}, minute={27}, run_at_startup=False),  # type: ignore[arg-type]
+        # Every minute, and at start: a worker that was off catches up on what fell due meanwhile.
+        cron(fire_deadlines, second={0}, run_at_startup=True, unique=True),
+    ]
+
+
+def subject_kinds() -> list[workflows_api.SubjectKind]:
+    """The contexts whose work runs on the workflow engine (services' applications, grid's cases)."""
+    return []
+
+
+def configure_contexts(settings: Settings) -> None:
+    """Per-process set-up of the contexts that need it, in every process (HTTP and worker)."""
+    workflows_api.configure(settings, subject_kinds())
 
 
 def subscriptions() -> list[Subscription]:
@@ -126,6 +150,7 @@ class BackgroundWorker:
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """`onewindow worker`: run until `stop` is set (SIGINT/SIGTERM)."""
+    configure_contexts(settings)
     db = await PoolDatabase.open(settings, settings.dsn)
     worker = BackgroundWorker(settings, db)
     worker.start()

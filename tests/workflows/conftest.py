@@ -1,0 +1,124 @@
+"""Fixtures for the workflow engine: a subject kind of the tests' own, a clock they move, actors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import pytest
+
+from identity.api import RoleGrant
+from onewindow.db import Connection
+from onewindow.settings import Settings
+from workflows import engine, store
+from workflows.api import Actor, Ending, SubjectContext, Transition
+from workflows.definitions import parse
+
+
+@dataclass
+class Clock:
+    """The engine's notion of now, moved by the test."""
+
+    now: datetime = field(default_factory=lambda: datetime(2026, 9, 28, 9, 0, tzinfo=UTC))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@dataclass
+class Subjects:
+    """A subject kind of the tests: contexts set per subject; every hook call recorded in the
+    database (so a rolled-back step leaves no trace there, as the engine promises)."""
+
+    name: str = "test"
+    contexts: dict[str, SubjectContext] = field(default_factory=dict)
+    fail_on: str | None = None  # a to_state whose transition the owner refuses
+
+    async def context(self, conn: Connection, subject_id: str) -> SubjectContext:
+        return self.contexts.get(subject_id, SubjectContext(owner_unit="demo/market", applicant="citizen-1"))
+
+    async def transitioned(self, conn: Connection, transition: Transition) -> None:
+        if transition.to_state == self.fail_on:
+            raise RuntimeError("the subject's owner refused")
+        await conn.execute(
+            "INSERT INTO test_hooks (subject_id, hook, detail) VALUES ($1, 'transitioned', $2)",
+            transition.subject_id,
+            f"{transition.from_state}->{transition.to_state}",
+        )
+
+    async def ended(self, conn: Connection, ending: Ending) -> None:
+        await conn.execute(
+            "INSERT INTO test_hooks (subject_id, hook, detail) VALUES ($1, 'ended', $2)",
+            ending.subject_id,
+            ending.outcome,
+        )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def subjects() -> Subjects:
+    return Subjects()
+
+
+@pytest.fixture
+async def wf(
+    conn: Connection, settings: Settings, clock: Clock, subjects: Subjects
+) -> AsyncIterator[engine.Runtime]:
+    """The engine configured for Asia/Shanghai with the tests' clock and subject kind."""
+    await conn.execute(
+        "CREATE TEMPORARY TABLE test_hooks (seq serial, subject_id text, hook text, detail text) ON COMMIT DROP"
+    )
+    city = settings.model_copy(update={"timezone": "Asia/Shanghai"})
+    yield engine.configure(city, [subjects], now=clock)
+    engine.configure(settings)
+
+
+async def hooks(conn: Connection, subject_id: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT hook, detail FROM test_hooks WHERE subject_id = $1 ORDER BY seq", subject_id
+    )
+    return [f"{r['hook']}:{r['detail']}" for r in rows]
+
+
+async def upload(conn: Connection, text: str, *, by: str = "admin") -> store.DefinitionRow:
+    definition = parse(text, media_type="yaml")
+    body = msgspec.to_builtins(definition)
+    return await store.insert_definition(
+        conn,
+        key=definition.key,
+        name=definition.name,
+        body=body,
+        source=text,
+        media_type="yaml",
+        checksum=engine.fingerprint(body),
+        created_by=by,
+    )
+
+
+def officer(unit: str = "demo/market", subject: str = "officer-1", role: str = "officer") -> Actor:
+    code = unit.rsplit("/", 1)[-1]
+    return Actor(
+        subject=subject, kind="person", roles=(RoleGrant(role=role, unit=code, path=unit),), name=subject
+    )
+
+
+def applicant(subject: str = "citizen-1") -> Actor:
+    return Actor(subject=subject, kind="person", roles=(), name=subject)
+
+
+async def open_task(conn: Connection, instance_id: UUID, state: str | None = None) -> Any:
+    tasks = await store.open_tasks(conn, instance_id)
+    matching = [t for t in tasks if state is None or t.state == state]
+    assert len(matching) == 1, [t.state for t in tasks]
+    return matching[0]

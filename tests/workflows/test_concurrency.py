@@ -1,0 +1,110 @@
+"""Races on real, separate connections whose transactions commit: one winner, nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from onewindow.db import PoolDatabase
+from onewindow.errors import Conflict
+from onewindow.settings import Settings
+from tests.workflows.conftest import Clock, Subjects, officer, upload
+from tests.workflows.test_engine import PERMIT, local
+from workflows import engine, store
+from workflows.api import Actor
+
+
+class Recorder(Subjects):
+    """Hooks that write nothing (the committed tests have no temporary table)."""
+
+    async def transitioned(self, conn: Any, transition: Any) -> None:
+        return None
+
+    async def ended(self, conn: Any, ending: Any) -> None:
+        return None
+
+
+@pytest.fixture
+async def committed(
+    committing_db: PoolDatabase, settings: Settings, clock: Clock
+) -> AsyncIterator[PoolDatabase]:
+    engine.configure(settings.model_copy(update={"timezone": "Asia/Shanghai"}), [Recorder()], now=clock)
+    try:
+        yield committing_db
+    finally:
+        async with committing_db.connection() as conn:
+            await conn.execute(
+                "TRUNCATE workflows.history, workflows.timers, workflows.tasks, workflows.tokens,"
+                " workflows.instances, workflows.delegations, workflows.definitions, onewindow.idempotency_keys"
+            )
+        engine.configure(settings)
+
+
+async def test_two_officers_act_at_once_and_one_wins(committed: PoolDatabase) -> None:
+    async with committed.transaction() as conn:
+        await upload(conn, PERMIT)
+        started = await engine.start(
+            conn, subject_kind="test", subject_id="race", definition_key="permit", actor=Actor.system()
+        )
+    task_id = started.open_tasks[0].id
+
+    async def act(who: str) -> str:
+        try:
+            async with committed.transaction() as conn:
+                await engine.act(conn, task_id, action="accept", actor=officer(subject=who))
+                await asyncio.sleep(0.05)  # hold the lock a little: the other must wait, then lose
+            return "won"
+        except Conflict:
+            return "409"
+
+    results = await asyncio.gather(act("one"), act("two"), act("three"))
+    assert sorted(results) == ["409", "409", "won"]
+    async with committed.connection() as conn:
+        history = await store.history(conn, started.id)
+        tasks = await store.instance_tasks(conn, started.id)
+    assert [h.event for h in history] == ["started", "action"]
+    assert sorted((t.state, t.status) for t in tasks) == [("accept", "completed"), ("review", "open")]
+
+
+async def test_two_timer_scans_fire_each_escalation_once(committed: PoolDatabase, clock: Clock) -> None:
+    clock.now = local(2026, 9, 28, 10, 0)
+    async with committed.transaction() as conn:
+        await upload(conn, PERMIT)
+        ids = []
+        for n in range(20):
+            started = await engine.start(
+                conn,
+                subject_kind="test",
+                subject_id=f"late-{n}",
+                definition_key="permit",
+                actor=Actor.system(),
+            )
+            ids.append(started.id)
+    clock.now = local(2026, 10, 30, 10, 0)  # long after every deadline: the worker was away
+
+    async def scan() -> int:
+        total = 0
+        while True:
+            async with committed.transaction() as conn:
+                fired = await engine.fire_due_timers(conn, limit=7)
+            total += fired
+            if fired == 0:
+                async with committed.connection() as conn:
+                    left = await conn.fetchval(
+                        "SELECT count(*) FROM workflows.timers WHERE fired_at IS NULL AND fire_at <= $1",
+                        clock.now,
+                    )
+                if left == 0:
+                    return total
+
+    totals = await asyncio.gather(scan(), scan())
+    # Per instance: the accept task's warning and breach, the instance's warning and breach.
+    assert sum(totals) == 20 * 4
+    async with committed.connection() as conn:
+        breached = await conn.fetchval(
+            "SELECT count(*) FROM workflows.history WHERE event = 'deadline_breached'"
+        )
+    assert breached == 40

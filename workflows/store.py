@@ -1,0 +1,698 @@
+"""The workflow engine's SQL. Functions take `conn` first and never commit."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+import msgspec
+
+from onewindow.db import Connection
+
+
+class DefinitionRow(msgspec.Struct, frozen=True):
+    id: UUID
+    key: str
+    version: int
+    name: str
+    body: dict[str, Any]
+    source: str
+    media_type: str
+    checksum: bytes
+    created_by: str
+    created_at: datetime
+
+
+class InstanceRow(msgspec.Struct):
+    id: UUID
+    definition_id: UUID
+    subject_kind: str
+    subject_id: str
+    status: str
+    outcome: str | None
+    vars: dict[str, Any]
+    started_by: str
+    started_at: datetime
+    ended_at: datetime | None
+    due_at: datetime | None
+    remaining_s: int | None
+    warned: bool
+    breached: bool
+    pauses: int
+    version: int
+
+
+class TokenRow(msgspec.Struct):
+    id: UUID
+    instance_id: UUID
+    parent_id: UUID | None
+    branch: str | None
+    state: str
+    status: str
+    outcome: str | None
+    resume_state: str | None
+    resume_s: int | None
+
+
+class TaskRow(msgspec.Struct):
+    id: UUID
+    instance_id: UUID
+    token_id: UUID
+    definition_id: UUID
+    subject_kind: str
+    subject_id: str
+    state: str
+    kind: str
+    role: str | None
+    unit_path: str | None
+    assignee: str | None
+    status: str
+    created_at: datetime
+    due_at: datetime
+    budget_s: int | None
+    warned: bool
+    breached: bool
+    completed_at: datetime | None
+    completed_by: str | None
+    action: str | None
+    version: int
+
+
+class TimerRow(msgspec.Struct, frozen=True):
+    id: int
+    instance_id: UUID
+    task_id: UUID | None
+    kind: str
+    fire_at: datetime
+
+
+class HistoryRow(msgspec.Struct, frozen=True):
+    seq: int
+    instance_id: UUID
+    task_id: UUID | None
+    at: datetime
+    event: str
+    actor: str
+    actor_name: str | None
+    actor_role: str | None
+    actor_unit: str | None
+    action: str | None
+    from_state: str | None
+    to_state: str | None
+    comment: str | None
+    attachments: list[Any]
+    data: dict[str, Any]
+    due_at: datetime | None
+
+
+class CalendarDayRow(msgspec.Struct, frozen=True):
+    day: date
+    working: bool
+    name: str
+    updated_by: str
+    updated_at: datetime
+
+
+class DelegationRow(msgspec.Struct, frozen=True):
+    id: UUID
+    person: str
+    delegate: str
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+    created_by: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+_DEFINITION = "id, key, version, name, body, source, media_type, checksum, created_by, created_at"
+_INSTANCE = (
+    "id, definition_id, subject_kind, subject_id, status, outcome, vars, started_by, started_at,"
+    " ended_at, due_at, remaining_s, warned, breached, pauses, version"
+)
+_TOKEN = "id, instance_id, parent_id, branch, state, status, outcome, resume_state, resume_s"
+_TASK = (
+    "id, instance_id, token_id, definition_id, subject_kind, subject_id, state, kind, role, unit_path, assignee, status,"
+    " created_at, due_at, budget_s, warned, breached, completed_at, completed_by, action, version"
+)
+_HISTORY = (
+    "seq, instance_id, task_id, at, event, actor, actor_name, actor_role, actor_unit, action,"
+    " from_state, to_state, comment, attachments, data, due_at"
+)
+_DELEGATION = "id, person, delegate, starts_at, ends_at, reason, created_by, created_at, revoked_at"
+
+
+T = TypeVar("T")
+
+
+def _one(row: Any, kind: type[T]) -> T:
+    return msgspec.convert(row, kind, from_attributes=True)
+
+
+def _all(rows: list[Any], kind: type[T]) -> list[T]:
+    return [msgspec.convert(row, kind, from_attributes=True) for row in rows]
+
+
+# --- definitions -------------------------------------------------------------------------------
+
+
+async def lock_definition_key(conn: Connection, key: str) -> None:
+    """Serialise uploads of one key, so two at once get versions n and n+1, not a conflict."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('workflows.definition:' || $1))", key)
+
+
+async def insert_definition(
+    conn: Connection,
+    *,
+    key: str,
+    name: str,
+    body: dict[str, Any],
+    source: str,
+    media_type: str,
+    checksum: bytes,
+    created_by: str,
+) -> DefinitionRow:
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO workflows.definitions (key, version, name, body, source, media_type, checksum, created_by)
+        SELECT $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5, $6, $7
+        FROM workflows.definitions WHERE key = $1
+        RETURNING {_DEFINITION}
+        """,
+        key,
+        name,
+        body,
+        source,
+        media_type,
+        checksum,
+        created_by,
+    )
+    return _one(row, DefinitionRow)
+
+
+async def definition(conn: Connection, key: str, version: int | None = None) -> DefinitionRow | None:
+    """Version `version` of `key`, or its latest."""
+    row = await conn.fetchrow(
+        f"SELECT {_DEFINITION} FROM workflows.definitions WHERE key = $1 AND ($2::int IS NULL OR version = $2)"
+        " ORDER BY version DESC LIMIT 1",
+        key,
+        version,
+    )
+    return _one(row, DefinitionRow) if row else None
+
+
+async def definition_by_id(conn: Connection, definition_id: UUID) -> DefinitionRow | None:
+    row = await conn.fetchrow(f"SELECT {_DEFINITION} FROM workflows.definitions WHERE id = $1", definition_id)
+    return _one(row, DefinitionRow) if row else None
+
+
+async def latest_definitions(conn: Connection) -> list[DefinitionRow]:
+    rows = await conn.fetch(
+        f"SELECT DISTINCT ON (key) {_DEFINITION} FROM workflows.definitions ORDER BY key, version DESC"
+    )
+    return _all(rows, DefinitionRow)
+
+
+async def definition_versions(conn: Connection, key: str) -> list[DefinitionRow]:
+    rows = await conn.fetch(
+        f"SELECT {_DEFINITION} FROM workflows.definitions WHERE key = $1 ORDER BY version", key
+    )
+    return _all(rows, DefinitionRow)
+
+
+# --- calendar ----------------------------------------------------------------------------------
+
+
+async def calendar_version(conn: Connection) -> int:
+    version: int = await conn.fetchval("SELECT version FROM workflows.calendar_version")
+    return version
+
+
+async def calendar_days(
+    conn: Connection, start: date | None = None, end: date | None = None
+) -> list[CalendarDayRow]:
+    rows = await conn.fetch(
+        "SELECT day, working, name, updated_by, updated_at FROM workflows.calendar_days"
+        " WHERE ($1::date IS NULL OR day >= $1) AND ($2::date IS NULL OR day <= $2) ORDER BY day",
+        start,
+        end,
+    )
+    return _all(rows, CalendarDayRow)
+
+
+async def put_calendar_day(
+    conn: Connection, *, day: date, working: bool, name: str, by: str
+) -> CalendarDayRow:
+    row = await conn.fetchrow(
+        """
+        INSERT INTO workflows.calendar_days (day, working, name, updated_by) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (day) DO UPDATE SET working = excluded.working, name = excluded.name,
+            updated_by = excluded.updated_by, updated_at = now()
+        RETURNING day, working, name, updated_by, updated_at
+        """,
+        day,
+        working,
+        name,
+        by,
+    )
+    return _one(row, CalendarDayRow)
+
+
+async def delete_calendar_day(conn: Connection, day: date) -> bool:
+    result: str = await conn.execute("DELETE FROM workflows.calendar_days WHERE day = $1", day)
+    return result != "DELETE 0"
+
+
+# --- instances and tokens ----------------------------------------------------------------------
+
+
+async def insert_instance(
+    conn: Connection,
+    *,
+    definition_id: UUID,
+    subject_kind: str,
+    subject_id: str,
+    vars: dict[str, Any],
+    started_by: str,
+    started_at: datetime,
+) -> InstanceRow | None:
+    """None when the subject already has an instance."""
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO workflows.instances (definition_id, subject_kind, subject_id, vars, started_by, started_at)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (subject_kind, subject_id) DO NOTHING
+        RETURNING {_INSTANCE}
+        """,
+        definition_id,
+        subject_kind,
+        subject_id,
+        vars,
+        started_by,
+        started_at,
+    )
+    return _one(row, InstanceRow) if row else None
+
+
+async def lock_instance(conn: Connection, instance_id: UUID) -> tuple[InstanceRow, int] | None:
+    """The instance, locked for this transaction (every change to an instance takes this lock
+    first, so parallel branches and timers act one at a time), and the calendar's version."""
+    row = await conn.fetchrow(
+        f"SELECT {_INSTANCE}, (SELECT version FROM workflows.calendar_version) AS calendar_version"
+        " FROM workflows.instances WHERE id = $1 FOR UPDATE",
+        instance_id,
+    )
+    if row is None:
+        return None
+    return _one(row, InstanceRow), row["calendar_version"]
+
+
+async def try_lock_instance(conn: Connection, instance_id: UUID) -> tuple[InstanceRow, int] | None:
+    """As `lock_instance`, but None at once when someone else holds it (the timer scan skips it)."""
+    row = await conn.fetchrow(
+        f"SELECT {_INSTANCE}, (SELECT version FROM workflows.calendar_version) AS calendar_version"
+        " FROM workflows.instances WHERE id = $1 FOR UPDATE SKIP LOCKED",
+        instance_id,
+    )
+    if row is None:
+        return None
+    return _one(row, InstanceRow), row["calendar_version"]
+
+
+async def instance(conn: Connection, instance_id: UUID) -> InstanceRow | None:
+    row = await conn.fetchrow(f"SELECT {_INSTANCE} FROM workflows.instances WHERE id = $1", instance_id)
+    return _one(row, InstanceRow) if row else None
+
+
+async def instance_by_subject(conn: Connection, subject_kind: str, subject_id: str) -> InstanceRow | None:
+    row = await conn.fetchrow(
+        f"SELECT {_INSTANCE} FROM workflows.instances WHERE subject_kind = $1 AND subject_id = $2",
+        subject_kind,
+        subject_id,
+    )
+    return _one(row, InstanceRow) if row else None
+
+
+async def save_instance(conn: Connection, row: InstanceRow) -> None:
+    await conn.execute(
+        """
+        UPDATE workflows.instances SET status = $2, outcome = $3, vars = $4, ended_at = $5, due_at = $6,
+            remaining_s = $7, warned = $8, breached = $9, pauses = $10, version = version + 1
+        WHERE id = $1
+        """,
+        row.id,
+        row.status,
+        row.outcome,
+        row.vars,
+        row.ended_at,
+        row.due_at,
+        row.remaining_s,
+        row.warned,
+        row.breached,
+        row.pauses,
+    )
+
+
+async def tokens(conn: Connection, instance_id: UUID) -> list[TokenRow]:
+    rows = await conn.fetch(f"SELECT {_TOKEN} FROM workflows.tokens WHERE instance_id = $1", instance_id)
+    return _all(rows, TokenRow)
+
+
+async def insert_token(
+    conn: Connection, *, instance_id: UUID, parent_id: UUID | None, branch: str | None, state: str
+) -> TokenRow:
+    row = await conn.fetchrow(
+        f"INSERT INTO workflows.tokens (instance_id, parent_id, branch, state) VALUES ($1, $2, $3, $4)"
+        f" RETURNING {_TOKEN}",
+        instance_id,
+        parent_id,
+        branch,
+        state,
+    )
+    return _one(row, TokenRow)
+
+
+async def save_token(conn: Connection, token: TokenRow) -> None:
+    await conn.execute(
+        "UPDATE workflows.tokens SET state = $2, status = $3, outcome = $4, resume_state = $5, resume_s = $6"
+        " WHERE id = $1",
+        token.id,
+        token.state,
+        token.status,
+        token.outcome,
+        token.resume_state,
+        token.resume_s,
+    )
+
+
+# --- tasks -------------------------------------------------------------------------------------
+
+
+async def insert_task(
+    conn: Connection,
+    *,
+    instance: InstanceRow,
+    token_id: UUID,
+    state: str,
+    kind: str,
+    role: str | None,
+    unit_path: str | None,
+    assignee: str | None,
+    created_at: datetime,
+    due_at: datetime,
+    budget_s: int | None,
+) -> TaskRow:
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO workflows.tasks (instance_id, token_id, definition_id, subject_kind, subject_id, state,
+            kind, role, unit_path, assignee, created_at, due_at, budget_s)
+        VALUES ($1, $2, $13, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        RETURNING {_TASK}
+        """,
+        instance.id,
+        token_id,
+        instance.subject_kind,
+        instance.subject_id,
+        state,
+        kind,
+        role,
+        unit_path,
+        assignee,
+        created_at,
+        due_at,
+        budget_s,
+        instance.definition_id,
+    )
+    return _one(row, TaskRow)
+
+
+async def task(conn: Connection, task_id: UUID) -> TaskRow | None:
+    row = await conn.fetchrow(f"SELECT {_TASK} FROM workflows.tasks WHERE id = $1", task_id)
+    return _one(row, TaskRow) if row else None
+
+
+async def task_instance_id(conn: Connection, task_id: UUID) -> UUID | None:
+    found: UUID | None = await conn.fetchval("SELECT instance_id FROM workflows.tasks WHERE id = $1", task_id)
+    return found
+
+
+async def open_tasks(conn: Connection, instance_id: UUID) -> list[TaskRow]:
+    rows = await conn.fetch(
+        f"SELECT {_TASK} FROM workflows.tasks WHERE instance_id = $1 AND status = 'open' ORDER BY created_at, id",
+        instance_id,
+    )
+    return _all(rows, TaskRow)
+
+
+async def instance_tasks(conn: Connection, instance_id: UUID) -> list[TaskRow]:
+    rows = await conn.fetch(
+        f"SELECT {_TASK} FROM workflows.tasks WHERE instance_id = $1 ORDER BY created_at, id", instance_id
+    )
+    return _all(rows, TaskRow)
+
+
+async def save_task(conn: Connection, task: TaskRow) -> None:
+    await conn.execute(
+        """
+        UPDATE workflows.tasks SET role = $2, unit_path = $3, assignee = $4, status = $5, due_at = $6,
+            warned = $7, breached = $8, completed_at = $9, completed_by = $10, action = $11, version = version + 1
+        WHERE id = $1
+        """,
+        task.id,
+        task.role,
+        task.unit_path,
+        task.assignee,
+        task.status,
+        task.due_at,
+        task.warned,
+        task.breached,
+        task.completed_at,
+        task.completed_by,
+        task.action,
+    )
+    task.version += 1
+
+
+_INBOX = f"""
+SELECT {_TASK} FROM workflows.tasks t
+WHERE t.status = 'open'
+  AND (
+    t.assignee = ANY($1::text[])
+    OR EXISTS (
+      SELECT 1 FROM unnest($2::text[], $3::text[]) AS g(role, path)
+      WHERE (g.role = 'supervisor' OR (g.role = t.role AND t.assignee IS NULL))
+        AND (t.unit_path = g.path OR (t.unit_path > g.path || '/' AND t.unit_path < g.path || '0'))
+    )
+  )
+  AND ($4::text IS NULL OR t.subject_kind = $4)
+  AND ($5::text IS NULL OR t.state = $5)
+  AND ($6::text IS NULL OR t.unit_path = $6 OR (t.unit_path > $6 || '/' AND t.unit_path < $6 || '0'))
+  AND ($7::timestamptz IS NULL OR t.due_at >= $7)
+  AND ($8::timestamptz IS NULL OR t.due_at < $8)
+  AND ($9::timestamptz IS NULL OR (t.due_at, t.id) > ($9, $10::uuid))
+  AND (NOT $12::boolean OR t.assignee IS NULL)
+ORDER BY t.due_at, t.id
+LIMIT $11
+"""
+
+
+async def inbox(
+    conn: Connection,
+    *,
+    people: list[str],
+    roles: list[str],
+    paths: list[str],
+    subject_kind: str | None,
+    state: str | None,
+    unit: str | None,
+    due_from: datetime | None,
+    due_before: datetime | None,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+    unclaimed_only: bool = False,
+) -> list[TaskRow]:
+    """Open tasks the caller may work on: claimed by `people` (the caller and whoever delegated to
+    them), unclaimed in a unit where they hold the task's role, or anything in a unit they
+    supervise; by due date. A unit path prefix is a byte range (`/` < `0`), which the index serves."""
+    rows = await conn.fetch(
+        _INBOX,
+        people,
+        roles,
+        paths,
+        subject_kind,
+        state,
+        unit,
+        due_from,
+        due_before,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+        unclaimed_only,
+    )
+    return _all(rows, TaskRow)
+
+
+# --- timers ------------------------------------------------------------------------------------
+
+
+async def insert_timer(
+    conn: Connection, *, instance_id: UUID, task_id: UUID | None, kind: str, fire_at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO workflows.timers (instance_id, task_id, kind, fire_at) VALUES ($1, $2, $3, $4)",
+        instance_id,
+        task_id,
+        kind,
+        fire_at,
+    )
+
+
+async def drop_task_timers(conn: Connection, task_id: UUID) -> None:
+    await conn.execute("DELETE FROM workflows.timers WHERE task_id = $1 AND fired_at IS NULL", task_id)
+
+
+async def drop_instance_timers(conn: Connection, instance_id: UUID) -> None:
+    """The instance's own timers (not its tasks')."""
+    await conn.execute(
+        "DELETE FROM workflows.timers WHERE instance_id = $1 AND task_id IS NULL AND fired_at IS NULL",
+        instance_id,
+    )
+
+
+async def due_timers(conn: Connection, now: datetime, limit: int) -> list[TimerRow]:
+    rows = await conn.fetch(
+        "SELECT id, instance_id, task_id, kind, fire_at FROM workflows.timers"
+        " WHERE fired_at IS NULL AND fire_at <= $1 ORDER BY fire_at, id LIMIT $2",
+        now,
+        limit,
+    )
+    return _all(rows, TimerRow)
+
+
+async def claim_timer(conn: Connection, timer_id: int) -> TimerRow | None:
+    """The timer, locked, if it is still unfired (the caller holds its instance's lock)."""
+    row = await conn.fetchrow(
+        "SELECT id, instance_id, task_id, kind, fire_at FROM workflows.timers"
+        " WHERE id = $1 AND fired_at IS NULL FOR UPDATE",
+        timer_id,
+    )
+    return _one(row, TimerRow) if row else None
+
+
+async def mark_timer(conn: Connection, timer_id: int, fired_at: datetime, error: str | None = None) -> None:
+    await conn.execute(
+        "UPDATE workflows.timers SET fired_at = $2, error = $3 WHERE id = $1", timer_id, fired_at, error
+    )
+
+
+# --- history -----------------------------------------------------------------------------------
+
+
+async def append_history(
+    conn: Connection,
+    *,
+    instance_id: UUID,
+    at: datetime,
+    event: str,
+    actor: str,
+    task_id: UUID | None = None,
+    actor_name: str | None = None,
+    actor_role: str | None = None,
+    actor_unit: str | None = None,
+    action: str | None = None,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    comment: str | None = None,
+    attachments: list[Any] | None = None,
+    data: dict[str, Any] | None = None,
+    due_at: datetime | None = None,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO workflows.history (instance_id, task_id, at, event, actor, actor_name, actor_role,
+            actor_unit, action, from_state, to_state, comment, attachments, data, due_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+        """,
+        instance_id,
+        task_id,
+        at,
+        event,
+        actor,
+        actor_name,
+        actor_role,
+        actor_unit,
+        action,
+        from_state,
+        to_state,
+        comment,
+        attachments or [],
+        data or {},
+        due_at,
+    )
+
+
+async def history(conn: Connection, instance_id: UUID) -> list[HistoryRow]:
+    rows = await conn.fetch(
+        f"SELECT {_HISTORY} FROM workflows.history WHERE instance_id = $1 ORDER BY seq", instance_id
+    )
+    return _all(rows, HistoryRow)
+
+
+# --- delegations -------------------------------------------------------------------------------
+
+
+async def delegators(conn: Connection, delegate: str, now: datetime) -> list[str]:
+    """The people whose tasks `delegate` stands in for right now."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT person FROM workflows.delegations"
+        " WHERE delegate = $1 AND revoked_at IS NULL AND starts_at <= $2 AND ends_at > $2",
+        delegate,
+        now,
+    )
+    return [row["person"] for row in rows]
+
+
+async def insert_delegation(
+    conn: Connection,
+    *,
+    person: str,
+    delegate: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    reason: str,
+    created_by: str,
+) -> DelegationRow:
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO workflows.delegations (person, delegate, starts_at, ends_at, reason, created_by)
+        VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_DELEGATION}
+        """,
+        person,
+        delegate,
+        starts_at,
+        ends_at,
+        reason,
+        created_by,
+    )
+    return _one(row, DelegationRow)
+
+
+async def delegations_of(conn: Connection, person: str, now: datetime) -> list[DelegationRow]:
+    rows = await conn.fetch(
+        f"SELECT {_DELEGATION} FROM workflows.delegations"
+        " WHERE person = $1 AND revoked_at IS NULL AND ends_at > $2 ORDER BY starts_at",
+        person,
+        now,
+    )
+    return _all(rows, DelegationRow)
+
+
+async def revoke_delegation(conn: Connection, delegation_id: UUID, person: str, now: datetime) -> bool:
+    result: str = await conn.execute(
+        "UPDATE workflows.delegations SET revoked_at = $3 WHERE id = $1 AND person = $2 AND revoked_at IS NULL",
+        delegation_id,
+        person,
+        now,
+    )
+    return result != "UPDATE 0"
