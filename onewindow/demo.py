@@ -14,12 +14,16 @@ from collections.abc import Awaitable, Callable
 from identity import seed as identity_seed
 from onewindow.db import Connection, Database
 from onewindow.settings import Settings
+from workflows import seed as workflows_seed
 
 log = logging.getLogger(__name__)
 
 Seeder = Callable[[Connection, Settings], Awaitable[None]]
 
-SEEDERS: list[tuple[str, Seeder]] = [("identity", identity_seed.seed_demo)]
+SEEDERS: list[tuple[str, Seeder]] = [
+    ("identity", identity_seed.seed_demo),
+    ("workflows", workflows_seed.seed_demo),
+]
 
 
 async def seed_demo(db: Database, settings: Settings) -> list[str]:

@@ -696,3 +696,15 @@ async def revoke_delegation(conn: Connection, delegation_id: UUID, person: str, 
         now,
     )
     return result != "UPDATE 0"
+
+
+async def add_calendar_day(conn: Connection, *, day: date, working: bool, name: str, by: str) -> None:
+    """Add a day unless the calendar already has an entry for it (an admin's entry wins)."""
+    await conn.execute(
+        "INSERT INTO workflows.calendar_days (day, working, name, updated_by) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (day) DO NOTHING",
+        day,
+        working,
+        name,
+        by,
+    )

@@ -11,10 +11,12 @@ import pytest
 from onewindow.db import PoolDatabase
 from onewindow.errors import Conflict
 from onewindow.settings import Settings
+from onewindow.worker import cron_jobs
 from tests.workflows.conftest import Clock, Subjects, officer, upload
 from tests.workflows.test_engine import PERMIT, local
 from workflows import engine, store
 from workflows.api import Actor
+from workflows.jobs import fire_deadlines
 
 
 class Recorder(Subjects):
@@ -108,3 +110,21 @@ async def test_two_timer_scans_fire_each_escalation_once(committed: PoolDatabase
             "SELECT count(*) FROM workflows.history WHERE event = 'deadline_breached'"
         )
     assert breached == 40
+
+
+async def test_the_worker_job_catches_up_in_batches(committed: PoolDatabase, clock: Clock) -> None:
+    clock.now = local(2026, 9, 28, 10, 0)
+    async with committed.transaction() as conn:
+        await upload(conn, PERMIT)
+        for n in range(60):
+            await engine.start(
+                conn,
+                subject_kind="test",
+                subject_id=f"job-{n}",
+                definition_key="permit",
+                actor=Actor.system(),
+            )
+    clock.now = local(2026, 10, 30, 10, 0)
+    assert await fire_deadlines({"db": committed}) == 60 * 4
+    assert await fire_deadlines({"db": committed}) == 0
+    assert any(job.coroutine is fire_deadlines for job in cron_jobs())
