@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, datetime
+from functools import partial
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
@@ -402,7 +404,10 @@ async def _parse_upload(
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ValidationFailed("The definition must be UTF-8 text.") from None
-    return parse(text, media_type=media, roles=ROLES, units=await unit_codes(conn)), text, media
+    units = await unit_codes(conn)
+    # A large definition takes a while to check: off the event loop, so other requests go on.
+    definition = await asyncio.to_thread(partial(parse, text, media_type=media, roles=ROLES, units=units))
+    return definition, text, media
 
 
 class DefinitionController(Controller):

@@ -64,8 +64,9 @@ class Action(msgspec.Struct, frozen=True, kw_only=True):
     """An action on a task or wait state.
 
     `target` is another state of the same branch, or the enclosing parallel state: then the
-    branch finishes with `outcome` ("approved" or "rejected"). `roles` may take it on a task
-    state (empty: the task's own role); on a wait state the applicant and the system may.
+    branch finishes with `outcome` ("approved" or "rejected"). On a task state the task's
+    current role may always take it and `roles` lets others too; on a wait state the applicant
+    and the system may.
     `require` lists "comment", "attachments" or "data.<key>"; `when` is a JSON Logic condition
     over {"subject": ..., "vars": ..., "data": ...}.
     """
