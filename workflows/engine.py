@@ -1221,3 +1221,30 @@ async def delegate(
         reason=reason,
         created_by=actor.subject,
     )
+
+
+# --- definitions -----------------------------------------------------------------------------------
+
+
+async def save_definition(
+    conn: Connection, definition: Definition, *, source: str, media_type: str, by: str
+) -> tuple[store.DefinitionRow, bool]:
+    """Store a checked definition as its key's next version; an upload identical to the latest
+    version stores nothing and returns that version (False: not created)."""
+    body = msgspec.to_builtins(definition)
+    checksum = fingerprint(body)
+    await store.lock_definition_key(conn, definition.key)
+    latest = await store.definition(conn, definition.key)
+    if latest is not None and latest.checksum == checksum:
+        return latest, False
+    row = await store.insert_definition(
+        conn,
+        key=definition.key,
+        name=definition.name,
+        body=body,
+        source=source,
+        media_type=media_type,
+        checksum=checksum,
+        created_by=by,
+    )
+    return row, True

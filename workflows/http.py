@@ -428,25 +428,13 @@ class DefinitionController(Controller):
     )
     async def upload(self, request: Request[Any, Any, Any], conn: Connection) -> Response[UploadReply]:
         definition, text, media = await _parse_upload(request, conn)
-        body = msgspec.to_builtins(definition)
-        checksum = engine.fingerprint(body)
-        await store.lock_definition_key(conn, definition.key)
-        latest = await store.definition(conn, definition.key)
-        if latest is not None and latest.checksum == checksum:
-            return Response(
-                UploadReply(key=latest.key, version=latest.version, created=False), status_code=200
-            )
-        row = await store.insert_definition(
-            conn,
-            key=definition.key,
-            name=definition.name,
-            body=body,
-            source=text,
-            media_type=media,
-            checksum=checksum,
-            created_by=current_principal(request).subject,
+        row, created = await engine.save_definition(
+            conn, definition, source=text, media_type=media, by=current_principal(request).subject
         )
-        return Response(UploadReply(key=row.key, version=row.version, created=True), status_code=201)
+        return Response(
+            UploadReply(key=row.key, version=row.version, created=created),
+            status_code=201 if created else 200,
+        )
 
     @post(
         "/validate",

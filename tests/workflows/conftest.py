@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-import msgspec
 import pytest
 
 from identity.api import RoleGrant
@@ -92,18 +91,8 @@ async def hooks(conn: Connection, subject_id: str) -> list[str]:
 
 
 async def upload(conn: Connection, text: str, *, by: str = "admin") -> store.DefinitionRow:
-    definition = parse(text, media_type="yaml")
-    body = msgspec.to_builtins(definition)
-    return await store.insert_definition(
-        conn,
-        key=definition.key,
-        name=definition.name,
-        body=body,
-        source=text,
-        media_type="yaml",
-        checksum=engine.fingerprint(body),
-        created_by=by,
-    )
+    row, _ = await engine.save_definition(conn, parse(text), source=text, media_type="yaml", by=by)
+    return row
 
 
 def officer(unit: str = "demo/market", subject: str = "officer-1", role: str = "officer") -> Actor:
