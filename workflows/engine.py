@@ -199,22 +199,22 @@ class _Step:
         cls, conn: Connection, instance_id: UUID, actor: Actor, *, wait: bool = True
     ) -> _Step | None:
         found = await (store.lock_instance if wait else store.try_lock_instance)(conn, instance_id)
-        if found is None:
-            return None
+        return None if found is None else await cls._load(conn, found, actor)
+
+    @classmethod
+    async def locked_for_task(cls, conn: Connection, task_id: UUID, actor: Actor) -> _Step | None:
+        found = await store.lock_instance_of_task(conn, task_id)
+        return None if found is None else await cls._load(conn, found, actor)
+
+    @classmethod
+    async def _load(cls, conn: Connection, found: tuple[InstanceRow, int], actor: Actor) -> _Step:
         instance, calendar_version = found
         meta, definition = await load_definition(conn, instance.definition_id)
-        step = cls(
-            conn,
-            instance,
-            meta,
-            definition,
-            await work_calendar(conn, calendar_version),
-            actor,
-            runtime().now(),
-        )
+        calendar = await work_calendar(conn, calendar_version)
+        step = cls(conn, instance, meta, definition, calendar, actor, runtime().now())
         if instance.status == "running":
-            step.tokens = {token.id: token for token in await store.tokens(conn, instance_id)}
-            step.open = {task.id: task for task in await store.open_tasks(conn, instance_id)}
+            step.tokens = {token.id: token for token in await store.tokens(conn, instance.id)}
+            step.open = {task.id: task for task in await store.open_tasks(conn, instance.id)}
         return step
 
     @property
@@ -271,12 +271,8 @@ class _Step:
     ) -> datetime:
         due_at = self._due(deadline, remaining_s)
         warn_at = None if warned else self._warn_at(deadline, budget_s, remaining_s)
-        if warn_at is not None:
-            await store.insert_timer(
-                self.conn, instance_id=self.instance.id, task_id=task_id, kind="warn", fire_at=warn_at
-            )
-        await store.insert_timer(
-            self.conn, instance_id=self.instance.id, task_id=task_id, kind="breach", fire_at=due_at
+        await store.insert_timers(
+            self.conn, instance_id=self.instance.id, task_id=task_id, warn_at=warn_at, breach_at=due_at
         )
         return due_at
 
@@ -985,13 +981,8 @@ async def fire_due_timers(conn: Connection, *, limit: int = 200) -> int:
 
 
 async def _locked_for_task(conn: Connection, task_id: UUID, actor: Actor) -> _Step:
-    instance_id = await store.task_instance_id(conn, task_id)
-    if instance_id is None:
-        raise NotFound("No such task.")
-    step = await _Step.locked(conn, instance_id, actor)
-    if not (step is not None):
-        raise RuntimeError("workflow invariant broken: step is not None")
-    if not await _may_see(step, task_id):
+    step = await _Step.locked_for_task(conn, task_id, actor)
+    if step is None or not await _may_see(step, task_id):
         raise NotFound("No such task.")
     return step
 

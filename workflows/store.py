@@ -308,6 +308,18 @@ async def lock_instance(conn: Connection, instance_id: UUID) -> tuple[InstanceRo
     return _one(row, InstanceRow), row["calendar_version"]
 
 
+async def lock_instance_of_task(conn: Connection, task_id: UUID) -> tuple[InstanceRow, int] | None:
+    """`lock_instance` for the instance a task belongs to, in one round trip."""
+    row = await conn.fetchrow(
+        f"SELECT {_INSTANCE}, (SELECT version FROM workflows.calendar_version) AS calendar_version"
+        " FROM workflows.instances WHERE id = (SELECT instance_id FROM workflows.tasks WHERE id = $1) FOR UPDATE",
+        task_id,
+    )
+    if row is None:
+        return None
+    return _one(row, InstanceRow), row["calendar_version"]
+
+
 async def try_lock_instance(conn: Connection, instance_id: UUID) -> tuple[InstanceRow, int] | None:
     """As `lock_instance`, but None at once when someone else holds it (the timer scan skips it)."""
     row = await conn.fetchrow(
@@ -536,15 +548,23 @@ async def inbox(
 # --- timers ------------------------------------------------------------------------------------
 
 
-async def insert_timer(
-    conn: Connection, *, instance_id: UUID, task_id: UUID | None, kind: str, fire_at: datetime
+async def insert_timers(
+    conn: Connection,
+    *,
+    instance_id: UUID,
+    task_id: UUID | None,
+    warn_at: datetime | None,
+    breach_at: datetime,
 ) -> None:
+    """A deadline's breach timer, and its warning timer unless `warn_at` is None."""
     await conn.execute(
-        "INSERT INTO workflows.timers (instance_id, task_id, kind, fire_at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO workflows.timers (instance_id, task_id, kind, fire_at)"
+        " SELECT $1, $2, kind, fire_at FROM (VALUES ('warn', $3::timestamptz), ('breach', $4::timestamptz))"
+        " AS t(kind, fire_at) WHERE fire_at IS NOT NULL",
         instance_id,
         task_id,
-        kind,
-        fire_at,
+        warn_at,
+        breach_at,
     )
 
 
