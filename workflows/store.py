@@ -444,11 +444,6 @@ async def task(conn: Connection, task_id: UUID) -> TaskRow | None:
     return _one(row, TaskRow) if row else None
 
 
-async def task_instance_id(conn: Connection, task_id: UUID) -> UUID | None:
-    found: UUID | None = await conn.fetchval("SELECT instance_id FROM workflows.tasks WHERE id = $1", task_id)
-    return found
-
-
 async def open_tasks(conn: Connection, instance_id: UUID) -> list[TaskRow]:
     rows = await conn.fetch(
         f"SELECT {_TASK} FROM workflows.tasks WHERE instance_id = $1 AND status = 'open' ORDER BY created_at, id",
