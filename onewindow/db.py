@@ -82,6 +82,12 @@ class Database(Protocol):
     async def close(self) -> None: ...
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    # A transaction left open by a cancelled request must never reach the next one.
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 class PoolDatabase:
     """The production `Database`: an asyncpg pool."""
 
@@ -98,6 +104,10 @@ class PoolDatabase:
             max_size=settings.db_pool_max,
             command_timeout=settings.db_command_timeout,
             init=register_codecs,
+            # asyncpg resets a connection on release (unlock, UNLISTEN, RESET ALL): one round
+            # trip per request. Pooled connections never hold session state here (transaction-
+            # scoped locks only; LISTEN and the migration lock use connections of their own).
+            reset=_keep_session,
             server_settings={"application_name": "onewindow", "timezone": "UTC"},
         )
         await pool

@@ -213,8 +213,9 @@ class _Step:
         calendar = await work_calendar(conn, calendar_version)
         step = cls(conn, instance, meta, definition, calendar, actor, runtime().now())
         if instance.status == "running":
-            step.tokens = {token.id: token for token in await store.tokens(conn, instance.id)}
-            step.open = {task.id: task for task in await store.open_tasks(conn, instance.id)}
+            tokens, tasks = await store.work(conn, instance.id)
+            step.tokens = {token.id: token for token in tokens}
+            step.open = {task.id: task for task in tasks}
         return step
 
     @property

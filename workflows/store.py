@@ -366,6 +366,22 @@ async def save_instance(conn: Connection, row: InstanceRow) -> None:
     )
 
 
+async def work(conn: Connection, instance_id: UUID) -> tuple[list[TokenRow], list[TaskRow]]:
+    """An instance's tokens and open tasks in one round trip (after its lock is held: a fresh
+    statement, so what another transaction committed while we waited for the lock is seen)."""
+    row: Any = await conn.fetchrow(
+        f"""
+        SELECT (SELECT coalesce(jsonb_agg(to_jsonb(t)), '[]') FROM (
+                    SELECT {_TOKEN} FROM workflows.tokens WHERE instance_id = $1) t) AS tokens,
+               (SELECT coalesce(jsonb_agg(to_jsonb(k)), '[]') FROM (
+                    SELECT {_TASK} FROM workflows.tasks WHERE instance_id = $1 AND status = 'open'
+                    ORDER BY created_at, id) k) AS tasks
+        """,
+        instance_id,
+    )
+    return msgspec.convert(row["tokens"], list[TokenRow]), msgspec.convert(row["tasks"], list[TaskRow])
+
+
 async def tokens(conn: Connection, instance_id: UUID) -> list[TokenRow]:
     rows = await conn.fetch(f"SELECT {_TOKEN} FROM workflows.tokens WHERE instance_id = $1", instance_id)
     return _all(rows, TokenRow)
