@@ -267,13 +267,17 @@ class _Step:
     def _remaining_s(self, deadline: Deadline, due_at: datetime) -> int:
         return int(self.calendar.elapsed(self.now, due_at, deadline.clock).total_seconds())
 
-    async def _arm(
-        self, deadline: Deadline, *, task_id: UUID | None, budget_s: int, remaining_s: int, warned: bool
-    ) -> datetime:
+    def _clock(
+        self, deadline: Deadline, budget_s: int, remaining_s: int, *, warned: bool
+    ) -> tuple[datetime, datetime | None]:
+        """When a deadline with `remaining_s` left falls due, and when it warns (None: no more)."""
         due_at = self._due(deadline, remaining_s)
-        warn_at = None if warned else self._warn_at(deadline, budget_s, remaining_s)
+        return due_at, None if warned else self._warn_at(deadline, budget_s, remaining_s)
+
+    async def _arm_instance(self, deadline: Deadline, budget_s: int, remaining_s: int) -> datetime:
+        due_at, warn_at = self._clock(deadline, budget_s, remaining_s, warned=self.instance.warned)
         await store.insert_timers(
-            self.conn, instance_id=self.instance.id, task_id=task_id, warn_at=warn_at, breach_at=due_at
+            self.conn, instance_id=self.instance.id, task_id=None, warn_at=warn_at, breach_at=due_at
         )
         return due_at
 
@@ -282,9 +286,7 @@ class _Step:
         if deadline is None:
             return
         budget = self._budget_s(deadline)
-        self.instance.due_at = await self._arm(
-            deadline, task_id=None, budget_s=budget, remaining_s=budget, warned=False
-        )
+        self.instance.due_at = await self._arm_instance(deadline, budget, budget)
         self._instance_changed = True
 
     async def pause(self) -> None:
@@ -302,12 +304,8 @@ class _Step:
         self._instance_changed = True
         deadline = self.definition.deadline
         if self.instance.pauses == 0 and deadline is not None and self.instance.remaining_s is not None:
-            self.instance.due_at = await self._arm(
-                deadline,
-                task_id=None,
-                budget_s=self._budget_s(deadline),
-                remaining_s=self.instance.remaining_s,
-                warned=self.instance.warned,
+            self.instance.due_at = await self._arm_instance(
+                deadline, self._budget_s(deadline), self.instance.remaining_s
             )
             self.instance.remaining_s = None
 
@@ -362,14 +360,13 @@ class _Step:
             role, unit_path, assignee = state.role, None, (await self.context()).applicant
         else:
             role, unit_path, assignee = state.role, await self.unit_path(state.unit), None
-        due_at, budget_s, timers = NO_DEADLINE, None, None
+        budget_s, due_at, warn_at = None, NO_DEADLINE, None
         if state.deadline is not None:
             budget_s = self._budget_s(state.deadline)
             remaining = budget_s
             if token.resume_state == name and token.resume_s is not None:
                 remaining = token.resume_s  # back from the applicant: the clock continues
-            timers = (state.deadline, remaining)
-            due_at = self._due(state.deadline, remaining)
+            due_at, warn_at = self._clock(state.deadline, budget_s, remaining, warned=False)
         token.state, token.resume_state, token.resume_s = name, None, None
         await store.save_token(self.conn, token)
         task = await store.insert_task(
@@ -384,11 +381,8 @@ class _Step:
             created_at=self.now,
             due_at=due_at,
             budget_s=budget_s,
+            warn_at=warn_at,
         )
-        if timers is not None and budget_s is not None:
-            await self._arm(
-                timers[0], task_id=task.id, budget_s=budget_s, remaining_s=timers[1], warned=False
-            )
         self.open[task.id] = task
         await self.announce(task)
 
@@ -403,10 +397,10 @@ class _Step:
             token.resume_s = self._remaining_s(left_state.deadline, left.due_at)
         token.state = name
         await store.save_token(self.conn, token)
-        due_at, budget_s = NO_DEADLINE, None
+        budget_s, due_at, warn_at = None, NO_DEADLINE, None
         if state.deadline is not None:
             budget_s = self._budget_s(state.deadline)
-            due_at = self._due(state.deadline, budget_s)
+            due_at, warn_at = self._clock(state.deadline, budget_s, budget_s, warned=False)
         task = await store.insert_task(
             self.conn,
             instance=self.instance,
@@ -419,11 +413,8 @@ class _Step:
             created_at=self.now,
             due_at=due_at,
             budget_s=budget_s,
+            warn_at=warn_at,
         )
-        if state.deadline is not None and budget_s is not None:
-            await self._arm(
-                state.deadline, task_id=task.id, budget_s=budget_s, remaining_s=budget_s, warned=False
-            )
         if state.pauses_clock:
             await self.pause()
         self.open[task.id] = task
@@ -448,9 +439,7 @@ class _Step:
     async def close_task(self, task: TaskRow, *, status: str, action: str | None) -> None:
         task.status, task.action = status, action
         task.completed_at, task.completed_by = self.now, self.actor.subject
-        await store.save_task(self.conn, task)
-        if task.budget_s is not None:
-            await store.drop_task_timers(self.conn, task.id)
+        await store.save_task(self.conn, task, drop_timers=task.budget_s is not None)
         self.open.pop(task.id, None)
         state = self.state(task.state)
         if isinstance(state, WaitState) and state.pauses_clock:

@@ -430,13 +430,24 @@ async def insert_task(
     created_at: datetime,
     due_at: datetime,
     budget_s: int | None,
+    warn_at: datetime | None = None,
 ) -> TaskRow:
+    """The task, and its deadline's timers when it has one (`budget_s`): breach at `due_at`,
+    a warning at `warn_at` (None: none), in one statement."""
     row = await conn.fetchrow(
         f"""
-        INSERT INTO workflows.tasks (instance_id, token_id, definition_id, subject_kind, subject_id, state,
-            kind, role, unit_path, assignee, created_at, due_at, budget_s)
-        VALUES ($1, $2, $13, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-        RETURNING {_TASK}
+        WITH task AS (
+            INSERT INTO workflows.tasks (instance_id, token_id, definition_id, subject_kind, subject_id, state,
+                kind, role, unit_path, assignee, created_at, due_at, budget_s)
+            VALUES ($1, $2, $13, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            RETURNING {_TASK}
+        ), timers AS (
+            INSERT INTO workflows.timers (instance_id, task_id, kind, fire_at)
+            SELECT task.instance_id, task.id, t.kind, t.fire_at
+            FROM task, (VALUES ('warn', $14::timestamptz), ('breach', $11)) AS t(kind, fire_at)
+            WHERE task.budget_s IS NOT NULL AND t.fire_at IS NOT NULL
+        )
+        SELECT {_TASK} FROM task
         """,
         instance.id,
         token_id,
@@ -451,6 +462,7 @@ async def insert_task(
         due_at,
         budget_s,
         instance.definition_id,
+        warn_at,
     )
     return _one(row, TaskRow)
 
@@ -475,12 +487,18 @@ async def instance_tasks(conn: Connection, instance_id: UUID) -> list[TaskRow]:
     return _all(rows, TaskRow)
 
 
-async def save_task(conn: Connection, task: TaskRow) -> None:
+async def save_task(conn: Connection, task: TaskRow, *, drop_timers: bool = False) -> None:
+    """Write the task's changes; `drop_timers` also removes its unfired timers (a closed task's
+    deadline no longer runs), in the same statement."""
     await conn.execute(
         """
-        UPDATE workflows.tasks SET role = $2, unit_path = $3, assignee = $4, status = $5, due_at = $6,
-            warned = $7, breached = $8, completed_at = $9, completed_by = $10, action = $11, version = version + 1
-        WHERE id = $1
+        WITH saved AS (
+            UPDATE workflows.tasks SET role = $2, unit_path = $3, assignee = $4, status = $5, due_at = $6,
+                warned = $7, breached = $8, completed_at = $9, completed_by = $10, action = $11,
+                version = version + 1
+            WHERE id = $1
+        )
+        DELETE FROM workflows.timers WHERE $12 AND task_id = $1 AND fired_at IS NULL
         """,
         task.id,
         task.role,
@@ -493,6 +511,7 @@ async def save_task(conn: Connection, task: TaskRow) -> None:
         task.completed_at,
         task.completed_by,
         task.action,
+        drop_timers,
     )
     task.version += 1
 
@@ -577,10 +596,6 @@ async def insert_timers(
         warn_at,
         breach_at,
     )
-
-
-async def drop_task_timers(conn: Connection, task_id: UUID) -> None:
-    await conn.execute("DELETE FROM workflows.timers WHERE task_id = $1 AND fired_at IS NULL", task_id)
 
 
 async def drop_instance_timers(conn: Connection, instance_id: UUID) -> None:
