@@ -118,7 +118,10 @@ CREATE TABLE grid.cases (
     version         integer NOT NULL DEFAULT 1,
     CHECK ((lat IS NULL) = (lon IS NULL)),
     CHECK (lat IS NOT NULL OR address IS NOT NULL),
-    CHECK ((status IN ('closed', 'rejected', 'duplicate')) = (closed_at IS NOT NULL))
+    -- A duplicate's loop ends when it is linked; the case itself closes with the case it
+    -- duplicates (status 'closed', the same closed_at).
+    CHECK ((status IN ('closed', 'rejected')) = (closed_at IS NOT NULL)),
+    CHECK ((status = 'duplicate') <= (duplicate_of IS NOT NULL))
 );
 -- The delta download and the duplicate finder read open cases of a grid; the KPIs read a
 -- period by when cases were reported; the delta reads by change time.
