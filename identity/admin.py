@@ -85,6 +85,7 @@ ROLE_UNIT_KINDS: Final[dict[str, frozenset[str]]] = {
     "officer": frozenset({"department"}),
     "supervisor": frozenset({"department", "district", "street", "community"}),
     "grid_worker": frozenset({"grid"}),
+    "command_centre": frozenset({"city", "district", "street"}),
 }
 
 _USERNAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{2,63}")
@@ -100,7 +101,7 @@ _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"
 _SECRET_METHODS: Final = frozenset({"client_secret_basic", "client_secret_post"})
 
 UnitKind = Literal["city", "department", "district", "street", "community", "grid"]
-Role = Literal["citizen", "clerk", "officer", "supervisor", "grid_worker", "admin"]
+Role = Literal["citizen", "clerk", "officer", "supervisor", "grid_worker", "command_centre", "admin"]
 UnitCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
 UnitName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]

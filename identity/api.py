@@ -47,7 +47,7 @@ __all__ = [
     "unit_path",
 ]
 
-ROLES = ("citizen", "clerk", "officer", "supervisor", "grid_worker", "admin")
+ROLES = ("citizen", "clerk", "officer", "supervisor", "grid_worker", "command_centre", "admin")
 
 # A check raises Unauthorized or Forbidden, or returns. `as_guard` puts one in front of a route.
 Check = Callable[[ASGIConnection[Any, Any, Any, Any]], Awaitable[None]]
@@ -255,3 +255,38 @@ async def holds_role(conn: Connection, subject: str, role: str, *, within: str) 
     return any(
         grant.role == role and grant.covers(within) for grant in await store.active_roles(conn, person_id)
     )
+
+
+async def ensure_unit(
+    conn: Connection,
+    *,
+    code: str,
+    kind: Literal["district", "street", "community", "grid"],
+    parent: str | None,
+    name_zh: str | None = None,
+    name_en: str | None = None,
+) -> str | None:
+    """The path of the unit `code` of `kind` under the unit `parent` (the city when None),
+    created when missing; names given replace the ones it has, and a new unit without names is
+    named by its code. None when `code` is already a unit of another kind or elsewhere in the
+    tree, or `parent` is unknown: the caller reports it (units never move here)."""
+    above = await store.unit_by_code(conn, parent) if parent else await store.city_unit(conn)
+    if above is None:
+        return None
+    unit = await store.unit_by_code(conn, code)
+    if unit is None:
+        unit = await store.upsert_unit(
+            conn, code=code, kind=kind, parent=above, name_zh=name_zh or code, name_en=name_en or code
+        )
+        return unit.path
+    if unit.kind != kind or unit.parent_id != above.id:
+        return None
+    if (name_zh and name_zh != unit.name_zh) or (name_en and name_en != unit.name_en):
+        await store.rename_unit(conn, code, name_zh=name_zh, name_en=name_en)
+    return unit.path
+
+
+async def city_path(conn: Connection) -> str | None:
+    """The path of the city, the root of the organisation tree (None before it is seeded)."""
+    city = await store.city_unit(conn)
+    return city.path if city else None

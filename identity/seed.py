@@ -17,11 +17,15 @@ DEMO_UNITS: tuple[tuple[str, str, str | None, str, str], ...] = (
     ("market", "department", "demo", "市场监督管理局", "Market Regulation Department"),
     ("fire", "department", "demo", "消防救援支队", "Fire and Rescue Department"),
     ("urban", "department", "demo", "城市管理局", "Urban Management Department"),
+    ("water", "department", "demo", "水务局", "Water Authority"),
     ("central", "district", "demo", "中心区", "Central District"),
     ("riverside", "street", "central", "滨河街道", "Riverside Street"),
     ("riverside-1", "community", "riverside", "滨河一社区", "Riverside Community 1"),
     ("G-0107", "grid", "riverside-1", "第0107网格", "Grid G-0107"),
     ("G-0108", "grid", "riverside-1", "第0108网格", "Grid G-0108"),
+    ("hillside", "street", "central", "山坡街道", "Hillside Street"),
+    ("hillside-1", "community", "hillside", "山坡一社区", "Hillside Community 1"),
+    ("G-0301", "grid", "hillside-1", "第0301网格", "Grid G-0301"),
 )
 
 # (username, display name, e-mail, role, unit code)
@@ -32,6 +36,24 @@ DEMO_ACCOUNTS: tuple[tuple[str, str, str, str, str], ...] = (
     ("officer2", "Officer Two (fire)", "officer2@demo.onewindow.invalid", "officer", "fire"),
     ("supervisor1", "Supervisor One", "supervisor1@demo.onewindow.invalid", "supervisor", "riverside-1"),
     ("worker1", "Grid Worker One", "worker1@demo.onewindow.invalid", "grid_worker", "G-0107"),
+    ("worker2", "Grid Worker Two", "worker2@demo.onewindow.invalid", "grid_worker", "G-0301"),
+    (
+        "command1",
+        "Command Centre (Riverside)",
+        "command1@demo.onewindow.invalid",
+        "command_centre",
+        "riverside",
+    ),
+    (
+        "command2",
+        "Command Centre (Hillside)",
+        "command2@demo.onewindow.invalid",
+        "command_centre",
+        "hillside",
+    ),
+    ("command0", "City Command Centre", "command0@demo.onewindow.invalid", "command_centre", "demo"),
+    ("officer3", "Officer Three (urban)", "officer3@demo.onewindow.invalid", "officer", "urban"),
+    ("officer4", "Officer Four (water)", "officer4@demo.onewindow.invalid", "officer", "water"),
     ("citizen1", "Citizen One", "citizen1@demo.onewindow.invalid", "citizen", "demo"),
 )
 

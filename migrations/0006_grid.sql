@@ -11,11 +11,13 @@ ALTER TABLE identity.role_assignments ADD CONSTRAINT role_assignments_role_check
 
 CREATE SCHEMA grid;
 
--- One row: the layer's version, bumped by every import, so each process knows when the
--- in-memory locator it holds is stale.
+-- One row: the layer's version, bumped by every import, and a token drawn afresh by each, so
+-- each process knows when the in-memory locator it holds is stale (a version number can come
+-- back after a rolled-back import; a token never does).
 CREATE TABLE grid.layer (
     singleton    boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     version      integer NOT NULL DEFAULT 0,
+    token        uuid NOT NULL DEFAULT gen_random_uuid(),
     imported_at  timestamptz,
     imported_by  text
 );

@@ -13,6 +13,7 @@ from litestar.types import ControllerRouterHandler
 from redis.asyncio import Redis
 
 import onewindow
+from grid.http import GRID_CONTROLLERS
 from identity import api as identity_api
 from identity.admin import ADMIN_CONTROLLERS
 from identity.api import IdentityRuntime
@@ -47,6 +48,7 @@ def route_handlers() -> list[ControllerRouterHandler]:
         RegistrationController,
         CounterController,
         *WORKFLOW_CONTROLLERS,
+        *GRID_CONTROLLERS,
     ]
 
 

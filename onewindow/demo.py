@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from grid import seed as grid_seed
 from identity import seed as identity_seed
 from onewindow.db import Connection, Database
 from onewindow.settings import Settings
+from onewindow.worker import configure_contexts
 from workflows import seed as workflows_seed
 
 log = logging.getLogger(__name__)
@@ -23,11 +25,13 @@ Seeder = Callable[[Connection, Settings], Awaitable[None]]
 SEEDERS: list[tuple[str, Seeder]] = [
     ("identity", identity_seed.seed_demo),
     ("workflows", workflows_seed.seed_demo),
+    ("grid", grid_seed.seed_demo),
 ]
 
 
 async def seed_demo(db: Database, settings: Settings) -> list[str]:
     """Run every seeder in one transaction; return their names."""
+    configure_contexts(settings)  # the seeders drive the workflow engine
     async with db.transaction() as conn:
         for name, seeder in SEEDERS:
             await seeder(conn, settings)

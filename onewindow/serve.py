@@ -19,6 +19,7 @@ from onewindow.embedded import EmbeddedServers
 from onewindow.errors import StartupError
 from onewindow.migrate import migrate
 from onewindow.settings import Settings
+from onewindow.worker import install_contexts
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ async def apply_migrations(settings: Settings) -> list[str]:
         )
         # A new database gets its first signing key here, so no request ever finds none.
         await ensure_key(conn, settings.master_secret, grace=token_grace(settings))
+        await install_contexts(conn)
     finally:
         await conn.close()
     for name in applied:

@@ -100,6 +100,21 @@ class Settings(BaseSettings):
     demo: bool = Field(default=False, description="Seed the demo city at start-up (as `serve --demo`).")
     queue_name: str = Field(default="onewindow:queue", description="arq queue name in Redis.")
 
+    # Grid management.
+    photo_max_bytes: int = Field(
+        default=10 * 1_048_576, ge=1024, le=100 * 1_048_576, description="Largest photo accepted (bytes)."
+    )
+    photo_types: str = Field(
+        default="image/jpeg,image/png,image/webp,image/heic",
+        description="Media types a photo may have, comma-separated; the content is checked, not only the header.",
+    )
+    sync_max_items: int = Field(
+        default=500, ge=1, le=10_000, description="Most items one offline sync batch may carry."
+    )
+    sync_max_bytes: int = Field(
+        default=4 * 1_048_576, ge=1024, description="Largest offline sync batch accepted (bytes)."
+    )
+
     # Identity and sign-on.
     public_url: str = Field(
         default="http://127.0.0.1:8000",
@@ -207,6 +222,10 @@ class Settings(BaseSettings):
         if self.db_pool_min > self.db_pool_max:
             raise ValueError("ONEWINDOW_DB_POOL_MIN must not exceed ONEWINDOW_DB_POOL_MAX")
         return self
+
+    @property
+    def photo_media_types(self) -> frozenset[str]:
+        return frozenset(t.strip().lower() for t in self.photo_types.split(",") if t.strip())
 
     @property
     def weekend(self) -> frozenset[int]:

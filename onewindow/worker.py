@@ -18,6 +18,7 @@ from arq.connections import RedisSettings
 from arq.cron import CronJob, cron
 from arq.worker import Worker
 
+from grid import api as grid_api
 from onewindow import idempotency
 from onewindow.db import Connection, Database, PoolDatabase
 from onewindow.events import Subscription
@@ -62,7 +63,14 @@ def cron_jobs() -> list[CronJob]:
 
 def subject_kinds() -> list[workflows_api.SubjectKind]:
     """The contexts whose work runs on the workflow engine (services' applications, grid's cases)."""
-    return []
+    return [grid_api.subject_kind()]
+
+
+async def install_contexts(conn: Connection) -> None:
+    """What contexts ship as data and must find in every database (grid's case loop), after the
+    migrations, in one transaction; idempotent."""
+    async with conn.transaction():
+        await grid_api.install(conn)
 
 
 def configure_contexts(settings: Settings) -> None:

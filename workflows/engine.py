@@ -29,11 +29,13 @@ from onewindow.events import Event
 from onewindow.outbox import publish
 from onewindow.settings import Settings
 from workflows import store
-from workflows.calendar import WorkCalendar, parse_office_hours
+from workflows.calendar import WorkCalendar, infer_clock, parse_duration, parse_office_hours
+from workflows.definitions import parse
 from workflows.events import DeadlineBreached, DeadlineWarned, InstanceEnded, TaskAssigned, TaskCompleted
 from workflows.model import (
     Action,
     AutoAction,
+    Clock,
     Deadline,
     DecisionState,
     Definition,
@@ -118,10 +120,20 @@ def configure(
     return runtime
 
 
+# Who sees every task in their units (not only their own role's): a department's or community's
+# supervisor, and a street's command centre.
+OVERSEERS = ("supervisor", "command_centre")
+
+
 def runtime() -> Runtime:
     if _runtime is None:
         raise RuntimeError("workflows.api.configure(settings) was not called at start-up")
     return _runtime
+
+
+def now() -> datetime:
+    """The engine's clock (a test's clock when it configured one): contexts stamp with it too."""
+    return runtime().now()
 
 
 async def load_definition(conn: Connection, definition_id: UUID) -> tuple[DefinitionMeta, Definition]:
@@ -990,7 +1002,7 @@ async def may_see_task(conn: Connection, actor: Actor, task: TaskRow, *, now: da
     if actor.kind == "system":
         return True
     if task.unit_path is not None and any(
-        g.covers(task.unit_path) and g.role in ("supervisor", task.role, "admin") for g in actor.roles
+        g.covers(task.unit_path) and g.role in (*OVERSEERS, task.role, "admin") for g in actor.roles
     ):
         return True
     if task.assignee is None:
@@ -1229,3 +1241,30 @@ async def save_definition(
         created_by=by,
     )
     return row, True
+
+
+async def install_definition(
+    conn: Connection, text: str, *, media_type: Literal["yaml", "json"], by: str
+) -> tuple[int, bool]:
+    """Store a definition a context ships with (grid's case loop) when its key has none yet; an
+    administrator's later versions are never overwritten. Returns (version in force, created)."""
+    definition = parse(
+        text, media_type=media_type, roles=identity_api.ROLES, units=await identity_api.unit_codes(conn)
+    )
+    await store.lock_definition_key(conn, definition.key)
+    existing = await store.definition(conn, definition.key)
+    if existing is not None:
+        return existing.version, False
+    row, created = await save_definition(conn, definition, source=text, media_type=media_type, by=by)
+    return row.version, created
+
+
+async def deadline(
+    conn: Connection, start: datetime, duration: str, *, clock: Clock | None = None
+) -> datetime:
+    """When `duration` (ISO 8601) from `start` runs out on the city's calendar; the clock is the
+    one its author meant (days: working days, hours: office hours) unless given."""
+    days, seconds = parse_duration(duration)
+    use = clock or infer_clock(days, seconds)
+    calendar = await work_calendar(conn)
+    return calendar.add(start, calendar.budget(days, seconds, use), use)

@@ -89,7 +89,7 @@ class ReassignRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A supervisor moves a task: to another role, another unit (by code), or a named person."""
 
     reason: Reason
-    role: Literal["clerk", "officer", "supervisor", "grid_worker", "admin"] | None = None
+    role: Literal["clerk", "officer", "supervisor", "grid_worker", "command_centre", "admin"] | None = None
     unit: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     assignee: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 

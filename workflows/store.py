@@ -523,7 +523,7 @@ WHERE t.status = 'open'
     t.assignee = ANY($1::text[])
     OR EXISTS (
       SELECT 1 FROM unnest($2::text[], $3::text[]) AS g(role, path)
-      WHERE (g.role = 'supervisor' OR (g.role = t.role AND t.assignee IS NULL))
+      WHERE (g.role IN ('supervisor', 'command_centre') OR (g.role = t.role AND t.assignee IS NULL))
         AND (t.unit_path = g.path OR (t.unit_path > g.path || '/' AND t.unit_path < g.path || '0'))
     )
   )

@@ -40,6 +40,12 @@ async def test_demo_accounts_have_their_roles_in_their_units(conn: Connection, s
         "officer2": [("officer", "fire")],
         "supervisor1": [("supervisor", "riverside-1")],
         "worker1": [("grid_worker", "G-0107")],
+        "worker2": [("grid_worker", "G-0301")],
+        "command1": [("command_centre", "riverside")],
+        "command2": [("command_centre", "hillside")],
+        "command0": [("command_centre", "demo")],
+        "officer3": [("officer", "urban")],
+        "officer4": [("officer", "water")],
         "citizen1": [("citizen", "demo")],
     }
     grid = await store.unit_by_code(conn, "G-0107")

@@ -1,0 +1,240 @@
+"""The demo city's grid management: 16 grids in 4 communities of 2 streets (a lattice with
+irregular shared borders, so the polygons look like a town and still tile it without gaps or
+overlaps), case categories, and cases in every state of the loop.
+
+Idempotent: the layer import changes nothing when the grids are as they were, categories are
+upserted, and the demo cases are made only while the city has no case at all.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any, Final
+
+from grid import api as grid_api
+from grid import cases, layer, store
+from identity.api import RoleGrant, unit_path
+from onewindow.db import Connection
+from onewindow.settings import Settings
+from workflows import api as workflows
+
+# The town centre (Yinchuan's old town), the size of a grid cell in degrees (about 260 x 330 m:
+# some 200 households in six-storey blocks).
+_ORIGIN: Final = (106.2700, 38.4660)
+_CELL: Final = (0.0030, 0.0030)
+_STREETS: Final = (("riverside", ("riverside-1", "riverside-2")), ("hillside", ("hillside-1", "hillside-2")))
+# Grid codes by community, in lattice order (row-major within the community's 2 x 2 block).
+_GRID_CODES: Final = {
+    "riverside-1": ("G-0105", "G-0106", "G-0107", "G-0108"),
+    "riverside-2": ("G-0201", "G-0202", "G-0203", "G-0204"),
+    "hillside-1": ("G-0301", "G-0302", "G-0303", "G-0304"),
+    "hillside-2": ("G-0401", "G-0402", "G-0403", "G-0404"),
+}
+
+# (code, kind, name_zh, name_en, department, register limit, handle limit, severity, citizens report it)
+CATEGORIES: Final[tuple[tuple[str, str, str, str, str, str, str, str, bool], ...]] = (
+    (
+        "manhole_cover",
+        "component",
+        "井盖缺失或破损",
+        "Missing or broken manhole cover",
+        "water",
+        "PT1H",
+        "PT4H",
+        "urgent",
+        True,
+    ),
+    ("street_light", "component", "路灯不亮", "Street light out", "urban", "PT2H", "P2D", "normal", True),
+    ("stair_light", "component", "楼道灯损坏", "Broken stair light", "urban", "PT4H", "P2D", "low", True),
+    ("road_damage", "component", "道路破损", "Damaged road surface", "urban", "PT4H", "P3D", "high", True),
+    ("illegal_dumping", "event", "乱倒垃圾", "Illegal dumping", "urban", "PT2H", "P1D", "normal", True),
+    ("blocked_drain", "event", "排水堵塞", "Blocked drain", "water", "PT1H", "PT8H", "high", True),
+    (
+        "street_vending",
+        "event",
+        "占道经营",
+        "Street vending on the pavement",
+        "market",
+        "PT2H",
+        "P1D",
+        "low",
+        True,
+    ),
+    (
+        "fire_hazard",
+        "event",
+        "消防隐患",
+        "Fire hazard (blocked exit, stored fuel)",
+        "fire",
+        "PT30M",
+        "PT4H",
+        "urgent",
+        True,
+    ),
+    ("fallen_tree", "event", "树木倒伏", "Fallen tree", "urban", "PT1H", "PT6H", "high", True),
+    ("graffiti", "event", "乱涂乱画", "Graffiti", "urban", "P1D", "P5D", "low", False),
+)
+
+
+def _jitter(i: int, j: int) -> tuple[float, float]:
+    """Interior lattice points move a little (deterministically); the rim stays straight."""
+    if i in (0, 4) or j in (0, 4):
+        return 0.0, 0.0
+    return 0.22 * math.sin(i * 2.1 + j * 1.3), 0.22 * math.cos(i * 1.7 - j * 0.9)
+
+
+def _point(i: int, j: int) -> list[float]:
+    dx, dy = _jitter(i, j)
+    return [round(_ORIGIN[0] + (i + dx) * _CELL[0], 6), round(_ORIGIN[1] + (j + dy) * _CELL[1], 6)]
+
+
+def layer_document() -> dict[str, Any]:
+    """The demo layer as the GeoJSON an administrator would upload."""
+    features = []
+    for street_index, (street, communities) in enumerate(_STREETS):
+        for community_index, community in enumerate(communities):
+            for n, code in enumerate(_GRID_CODES[community]):
+                i = community_index * 2 + n % 2
+                j = street_index * 2 + n // 2
+                # The edges are split at their midpoints, so shared borders bend like streets.
+                ring = [_point(i, j), _point(i + 1, j), _point(i + 1, j + 1), _point(i, j + 1), _point(i, j)]
+                features.append(
+                    {
+                        "type": "Feature",
+                        "geometry": {"type": "Polygon", "coordinates": [ring]},
+                        "properties": {
+                            "code": code,
+                            "name": f"Grid {code}",
+                            "community": community,
+                            "street": street,
+                            "district": "central",
+                            "households": 160 + (i * 37 + j * 53) % 90,
+                        },
+                    }
+                )
+    return {"type": "FeatureCollection", "features": features}
+
+
+def grid_centre(code: str) -> tuple[float, float]:
+    """(lat, lon) of a point well inside the demo grid `code`."""
+    for feature in layer_document()["features"]:
+        if feature["properties"]["code"] == code:
+            ring = feature["geometry"]["coordinates"][0][:-1]
+            return sum(p[1] for p in ring) / 4, sum(p[0] for p in ring) / 4
+    raise KeyError(code)
+
+
+async def seed_categories(conn: Connection) -> None:
+    for code, kind, name_zh, name_en, department, register, handle, severity, citizens in CATEGORIES:
+        fields = {
+            "kind": kind,
+            "name_zh": name_zh,
+            "name_en": name_en,
+            "department": department,
+            "register_limit": register,
+            "handle_limit": handle,
+            "severity": severity,
+            "citizen_reportable": citizens,
+            "active": True,
+        }
+        current = await store.category(conn, code)
+        if current is None:
+            await store.insert_category(conn, code=code, fields=fields, by="demo")
+
+
+async def _actor(conn: Connection, subject: str, role: str, unit: str) -> workflows.Actor:
+    path = await unit_path(conn, unit)
+    if path is None:
+        raise RuntimeError(f"the demo unit {unit} is missing: seed identity first")
+    return workflows.Actor(
+        subject=subject, kind="person", roles=(RoleGrant(role=role, unit=unit, path=path),), name=subject
+    )
+
+
+async def _step(conn: Connection, case_id: Any, action: str, actor: workflows.Actor, **data: Any) -> None:
+    loop = await workflows.instance_for_subject(conn, cases.KIND, str(case_id))
+    if loop is None:
+        raise RuntimeError("the demo case has no loop")
+    task = next(t for t in loop.open_tasks if any(a.name == action for a in t.actions))
+    comment = data.pop("comment", None) or f"demo: {action}"
+    await workflows.act(conn, task.id, action=action, actor=actor, comment=comment, data=data)
+
+
+async def seed_cases(conn: Connection) -> None:
+    """One case in every state of the loop, and a few closed ones with history."""
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM grid.cases)"):
+        return
+    worker = await _actor(conn, "demo-worker1", "grid_worker", "G-0107")
+    centre = await _actor(conn, "demo-command1", "command_centre", "riverside")
+    urban = await _actor(conn, "demo-officer3", "officer", "urban")
+    water = await _actor(conn, "demo-officer4", "officer", "water")
+    now = workflows.now()
+
+    async def report(category: str, grid: str, text: str, *, hours_ago: float, dx: float = 0.0) -> Any:
+        lat, lon = grid_centre(grid)
+        new = cases.NewCase(
+            category=category,
+            description=text,
+            lat=lat + dx,
+            lon=lon + dx,
+            reported_at=now - timedelta(hours=hours_ago),
+        )
+        return (
+            await cases.report(conn, new, source="worker", reporter=worker.subject, actor=worker, now=now)
+        ).id
+
+    await report("stair_light", "G-0107", "Stair light out in block 3, unit 2.", hours_ago=0.5)
+    dispatching = await report(
+        "street_light", "G-0108", "Two street lights out on Riverside Road.", hours_ago=2
+    )
+    await _step(conn, dispatching, "register", centre)
+    by_department = await report(
+        "blocked_drain", "G-0107", "Drain blocked at the market gate; water on the road.", hours_ago=5
+    )
+    await _step(conn, by_department, "register", centre)
+    await _step(conn, by_department, "to_department", centre)
+    by_worker = await report(
+        "illegal_dumping", "G-0107", "Construction waste dumped behind block 7.", hours_ago=6
+    )
+    await _step(conn, by_worker, "register", centre)
+    await _step(conn, by_worker, "to_worker", centre)
+    verifying = await report("road_damage", "G-0105", "Pothole 40 cm wide at the crossing.", hours_ago=30)
+    await _step(conn, verifying, "register", centre)
+    await _step(conn, verifying, "to_department", centre)
+    await _step(conn, verifying, "handled", urban, comment="Pothole filled with cold asphalt.")
+    closing = await report("fallen_tree", "G-0106", "Branch fallen across the footpath.", hours_ago=20)
+    await _step(conn, closing, "register", centre)
+    await _step(conn, closing, "to_worker", centre)
+    await _step(conn, closing, "handled", worker, comment="Branch cut and removed.")
+    await _step(conn, closing, "passed", worker)
+    evaluating = await report(
+        "manhole_cover", "G-0108", "Manhole cover missing outside no. 12.", hours_ago=26
+    )
+    await _step(conn, evaluating, "register", centre)
+    await _step(conn, evaluating, "to_department", centre)
+    await _step(conn, evaluating, "handled", water, comment="Cover replaced.")
+    await _step(conn, evaluating, "passed", centre)
+    await _step(conn, evaluating, "close", centre)
+    reworked = await report("blocked_drain", "G-0105", "Drain overflowing after rain.", hours_ago=50)
+    await _step(conn, reworked, "register", centre)
+    await _step(conn, reworked, "to_department", centre)
+    await _step(conn, reworked, "handled", water, comment="Drain cleared.")
+    await _step(conn, reworked, "failed", worker, comment="Still overflowing at the second grate.")
+    await _step(conn, reworked, "handled", water, comment="Second grate cleared, pipe flushed.")
+    await _step(conn, reworked, "passed", worker)
+    await _step(conn, reworked, "close", centre)
+    await _step(conn, reworked, "evaluate", centre, rating=4)
+    rejected = await report("graffiti", "G-0106", "Poster on the notice board.", hours_ago=10)
+    await _step(conn, rejected, "reject", centre, comment="A notice board is for posters.")
+    primary = await report("street_light", "G-0107", "Street light flickering at the bus stop.", hours_ago=8)
+    await _step(conn, primary, "register", centre)
+    duplicate = await report("street_light", "G-0107", "Bus stop light broken.", hours_ago=7, dx=0.0001)
+    await _step(conn, duplicate, "duplicate", centre, duplicate_of=str(primary))
+
+
+async def seed_demo(conn: Connection, settings: Settings) -> None:
+    await grid_api.install(conn)
+    await layer.import_layer(conn, layer_document(), by="demo", at=workflows.now())
+    await seed_categories(conn)
+    await seed_cases(conn)
