@@ -143,13 +143,14 @@ async def seed_categories(conn: Connection) -> None:
             await store.insert_category(conn, code=code, fields=fields, by="demo")
 
 
-async def _actor(conn: Connection, subject: str, role: str, unit: str) -> workflows.Actor:
-    path = await unit_path(conn, unit)
-    if path is None:
-        raise RuntimeError(f"the demo unit {unit} is missing: seed identity first")
-    return workflows.Actor(
-        subject=subject, kind="person", roles=(RoleGrant(role=role, unit=unit, path=path),), name=subject
-    )
+async def _actor(conn: Connection, subject: str, role: str, *units: str) -> workflows.Actor:
+    grants = []
+    for unit in units:
+        path = await unit_path(conn, unit)
+        if path is None:
+            raise RuntimeError(f"the demo unit {unit} is missing: seed identity first")
+        grants.append(RoleGrant(role=role, unit=unit, path=path))
+    return workflows.Actor(subject=subject, kind="person", roles=tuple(grants), name=subject)
 
 
 async def _step(conn: Connection, case_id: Any, action: str, actor: workflows.Actor, **data: Any) -> None:
@@ -165,7 +166,7 @@ async def seed_cases(conn: Connection) -> None:
     """One case in every state of the loop, and a few closed ones with history."""
     if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM grid.cases)"):
         return
-    worker = await _actor(conn, "demo-worker1", "grid_worker", "G-0107")
+    worker = await _actor(conn, "demo-worker1", "grid_worker", *_GRID_CODES["riverside-1"])
     centre = await _actor(conn, "demo-command1", "command_centre", "riverside")
     urban = await _actor(conn, "demo-officer3", "officer", "urban")
     water = await _actor(conn, "demo-officer4", "officer", "water")
