@@ -451,9 +451,12 @@ def _overlaps(features: Sequence[_Feature], located: Sequence[int], problems: li
 
 
 def _gaps(features: Sequence[_Feature], located: Sequence[int], problems: list[GeoProblem]) -> None:
-    """Holes in the union of each community's grids: places inside a community no grid of it
-    covers, including a grid's own hole that no other grid of the community fills. Only holes are
-    gaps; what lies between communities, or outside the city, is not checked."""
+    """Holes in the union of each community's grids that no grid covers: places inside a
+    community that belong to nobody, including a grid's own hole that no other grid fills. A hole
+    filled by another community's grids is an enclave, not a gap. Only holes are gaps; what lies
+    between communities, or outside the city, is not checked."""
+    everything = np.array([features[i].shape for i in located], dtype=object)
+    city: shapely.STRtree | None = None
     communities: dict[str, list[int]] = {}
     for index in located:
         community = features[index].units.get("community")
@@ -470,8 +473,11 @@ def _gaps(features: Sequence[_Feature], located: Sequence[int], problems: list[G
                 hole = shapely.Polygon(ring)
                 if hole.area <= AREA_TOLERANCE:
                     continue
-                # Grids of the community may stand on an island inside the hole: not the gap.
-                gap = shapely.difference(hole, union)
+                # Grids (of this community or another) may stand inside the hole: not the gap.
+                if city is None:
+                    city = shapely.STRtree(everything)
+                inside = everything[city.query(hole, predicate="intersects")]
+                gap = shapely.difference(hole, shapely.union_all(inside)) if len(inside) else hole
                 if gap.area <= AREA_TOLERANCE:
                     continue
                 if tree is None:

@@ -562,10 +562,13 @@ def test_a_grid_with_an_unfilled_hole_is_a_gap() -> None:
     # Filled by a grid of the same community: no gap.
     parse_grids(collection(feature("RING", ring), feature("PLUG", polygon(box(1, 1, 2, 2)))))
 
-    # Filled by a grid of another community: the hole is still a hole in C1's union (the rule:
-    # a community's grids leave no hole), so an enclave is reported.
-    enclave = collection(feature("RING", ring), feature("PLUG", polygon(box(1, 1, 2, 2)), community="C2"))
-    assert summary(problems_of(enclave)) == {("gap", "/features/0/geometry", ("RING",))}
+    # Filled by a grid of another community: an enclave, which belongs to somebody: no gap.
+    parse_grids(collection(feature("RING", ring), feature("PLUG", polygon(box(1, 1, 2, 2)), community="C2")))
+    # Half filled by another community: the other half is the gap.
+    half = collection(feature("RING", ring), feature("PLUG", polygon(box(1, 1, 1.5, 2)), community="C2"))
+    problems = problems_of(half)
+    assert summary(problems) == {("gap", "/features/0/geometry", ("RING",))}
+    assert "near lon 1.75" in problems[0].detail
 
 
 def test_gaps_are_holes_inside_a_community_not_space_between_communities() -> None:
