@@ -24,7 +24,7 @@ from identity.api import ROLES
 from identity.credentials import normalise_national_id, normalise_phone, prc_id_check_character
 from identity.keys import KeyRing
 from identity.registration import PersonalData
-from identity.seed import seed_demo
+from identity.seed import DEMO_ACCOUNTS, DEMO_UNITS, seed_demo
 from identity.tokens import issue_access_token
 from onewindow.db import Connection
 from onewindow.settings import Settings
@@ -229,9 +229,9 @@ async def test_units_list_in_tree_order_page_by_page_and_filter(
     units = await all_pages(http, admin, f"{A}/units", limit=3)
     paths = [unit["path"] for unit in units]
     assert paths == sorted(paths)
-    assert len(paths) == len(set(paths)) == 10
+    assert len(paths) == len(set(paths)) == len(DEMO_UNITS)
     departments = await all_pages(http, admin, f"{A}/units", kind="department")
-    assert {unit["code"] for unit in departments} == {"bureau", "market", "fire", "urban"}
+    assert {unit["code"] for unit in departments} == {"bureau", "market", "fire", "urban", "water"}
     children = await all_pages(http, admin, f"{A}/units", parent="riverside-1")
     assert {unit["code"] for unit in children} == {"G-0107", "G-0108"}
     assert {unit["parent"] for unit in children} == {"riverside-1"}
@@ -404,10 +404,10 @@ async def test_persons_list_by_prefix_and_page_by_page(
     http: httpx.AsyncClient, admin: dict[str, str]
 ) -> None:
     everyone = await all_pages(http, admin, f"{A}/persons", limit=2)
-    assert len(everyone) == len({p["id"] for p in everyone}) == 7
+    assert len(everyone) == len({p["id"] for p in everyone}) == len(DEMO_ACCOUNTS)
     officers = await all_pages(http, admin, f"{A}/persons", q="officer")
-    assert {p["username"] for p in officers} == {"officer1", "officer2"}
-    by_name = await all_pages(http, admin, f"{A}/persons", q="Grid W")
+    assert {p["username"] for p in officers} == {"officer1", "officer2", "officer3", "officer4"}
+    by_name = await all_pages(http, admin, f"{A}/persons", q="Grid Worker O")
     assert [p["username"] for p in by_name] == ["worker1"]
     by_email = await all_pages(http, admin, f"{A}/persons", q="clerk1@")
     assert [p["username"] for p in by_email] == ["clerk1"]
@@ -517,6 +517,10 @@ async def test_unlock_lifts_a_lock_and_says_whether_there_was_one(
         ("supervisor", "riverside-1", True),
         ("supervisor", "G-0107", False),
         ("supervisor", "demo", False),
+        ("command_centre", "riverside", True),
+        ("command_centre", "demo", True),
+        ("command_centre", "riverside-1", False),
+        ("command_centre", "market", False),
         ("clerk", "bureau", True),
         ("clerk", "central", False),
         ("citizen", "demo", True),
