@@ -516,7 +516,18 @@ async def save_task(conn: Connection, task: TaskRow, *, drop_timers: bool = Fals
     task.version += 1
 
 
-_INBOX = f"""
+_INBOX_FILTERS = """
+  AND ($4::text IS NULL OR t.subject_kind = $4)
+  AND ($5::text IS NULL OR t.state = $5)
+  AND ($6::text IS NULL OR t.unit_path = $6 OR (t.unit_path > $6 || '/' AND t.unit_path < $6 || '0'))
+  AND ($7::timestamptz IS NULL OR t.due_at >= $7)
+  AND ($8::timestamptz IS NULL OR t.due_at < $8)
+  AND ($9::timestamptz IS NULL OR (t.due_at, t.id) > ($9, $10::uuid))
+"""
+
+# Someone who oversees units (a supervisor, a command centre) usually sees many tasks: walk the
+# open tasks by due date and stop at the page's end.
+_INBOX_OVERSEER = f"""
 SELECT {_TASK} FROM workflows.tasks t
 WHERE t.status = 'open'
   AND (
@@ -527,13 +538,38 @@ WHERE t.status = 'open'
         AND (t.unit_path = g.path OR (t.unit_path > g.path || '/' AND t.unit_path < g.path || '0'))
     )
   )
-  AND ($4::text IS NULL OR t.subject_kind = $4)
-  AND ($5::text IS NULL OR t.state = $5)
-  AND ($6::text IS NULL OR t.unit_path = $6 OR (t.unit_path > $6 || '/' AND t.unit_path < $6 || '0'))
-  AND ($7::timestamptz IS NULL OR t.due_at >= $7)
-  AND ($8::timestamptz IS NULL OR t.due_at < $8)
-  AND ($9::timestamptz IS NULL OR (t.due_at, t.id) > ($9, $10::uuid))
+  {_INBOX_FILTERS}
   AND (NOT $12::boolean OR t.assignee IS NULL)
+ORDER BY t.due_at, t.id
+LIMIT $11
+"""
+
+# Everyone else sees their own tasks and their roles' queues, however few: one index lookup per
+# person and per role held (a walk by due date would read every open task of the city to find
+# none), each stopped at the page's end, then merged.
+_INBOX_MEMBER = f"""
+WITH mine AS (
+  SELECT found.id FROM unnest($1::text[]) AS p(person)
+  CROSS JOIN LATERAL (
+    SELECT t.id FROM workflows.tasks t
+    WHERE t.status = 'open' AND t.assignee = p.person AND NOT $12::boolean
+    {_INBOX_FILTERS}
+    ORDER BY t.due_at, t.id
+    LIMIT $11
+  ) found
+), queues AS (
+  SELECT found.id FROM unnest($2::text[], $3::text[]) AS g(role, path)
+  CROSS JOIN LATERAL (
+    SELECT t.id FROM workflows.tasks t
+    WHERE t.status = 'open' AND t.role = g.role AND t.assignee IS NULL
+      AND (t.unit_path = g.path OR (t.unit_path > g.path || '/' AND t.unit_path < g.path || '0'))
+    {_INBOX_FILTERS}
+    ORDER BY t.due_at, t.id
+    LIMIT $11
+  ) found
+)
+SELECT {_TASK} FROM workflows.tasks t
+WHERE t.id IN (SELECT id FROM mine UNION SELECT id FROM queues)
 ORDER BY t.due_at, t.id
 LIMIT $11
 """
@@ -557,8 +593,9 @@ async def inbox(
     """Open tasks the caller may work on: claimed by `people` (the caller and whoever delegated to
     them), unclaimed in a unit where they hold the task's role, or anything in a unit they
     supervise; by due date. A unit path prefix is a byte range (`/` < `0`), which the index serves."""
+    overseer = any(role in ("supervisor", "command_centre") for role in roles)
     rows = await conn.fetch(
-        _INBOX,
+        _INBOX_OVERSEER if overseer else _INBOX_MEMBER,
         people,
         roles,
         paths,
