@@ -16,7 +16,16 @@ from grid import cases, kpis, layer, rules, store, sync
 from grid.store import CaseRow
 from identity.api import current_principal, require_role, require_signed_in, unit_path
 from onewindow.db import Connection
-from onewindow.errors import Conflict, FieldError, Forbidden, NotFound, PreconditionFailed, ValidationFailed
+from onewindow.errors import (
+    Conflict,
+    FieldError,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    TooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from onewindow.idempotency import HEADER as IDEMPOTENCY_HEADER
 from onewindow.settings import Settings
 from onewindow.storage import DiskStore, digest, sniff_media_type
@@ -623,22 +632,14 @@ class PhotoController(Controller):
         )
 
 
-def _too_large(settings: Settings) -> ValidationFailed:
-    error = ValidationFailed(f"A photo is at most {settings.photo_max_bytes} bytes.")
-    error.status = 413
-    error.type = "too-large"
-    error.title = "Too large"
-    return error
+def _too_large(settings: Settings) -> TooLarge:
+    return TooLarge(f"A photo is at most {settings.photo_max_bytes} bytes.")
 
 
-def _unsupported(settings: Settings) -> ValidationFailed:
-    error = ValidationFailed(
+def _unsupported(settings: Settings) -> UnsupportedMediaType:
+    return UnsupportedMediaType(
         f"A photo must be one of: {', '.join(sorted(settings.photo_media_types))} (by its content)."
     )
-    error.status = 415
-    error.type = "unsupported-media-type"
-    error.title = "Unsupported media type"
-    return error
 
 
 # --- offline sync and delta download --------------------------------------------------------------
@@ -675,7 +676,7 @@ class SyncController(Controller):
         _staff(actor)
         raw = await request.body()
         if len(raw) > settings.sync_max_bytes:
-            raise _batch_too_large(f"A sync batch is at most {settings.sync_max_bytes} bytes: split it.")
+            raise TooLarge(f"A sync batch is at most {settings.sync_max_bytes} bytes: split it.")
         try:
             batch = msgspec.json.decode(raw, type=sync.SyncBatch)
         except msgspec.ValidationError as error:
@@ -683,7 +684,7 @@ class SyncController(Controller):
         except msgspec.DecodeError as error:
             raise ValidationFailed(f"The batch is not JSON: {error}.") from None
         if len(batch.items) > settings.sync_max_items:
-            raise _batch_too_large(f"A sync batch has at most {settings.sync_max_items} items: split it.")
+            raise TooLarge(f"A sync batch has at most {settings.sync_max_items} items: split it.")
         return await sync.apply(conn, batch, actor, workflows.now())
 
     @get(
@@ -731,14 +732,6 @@ def _pointer(error: msgspec.ValidationError) -> FieldError:
     if len(at) == 2:
         pointer = at[1].rstrip("`").replace("[", "/").replace("]", "").replace(".", "/")
     return FieldError(pointer=pointer, detail=at[0])
-
-
-def _batch_too_large(detail: str) -> ValidationFailed:
-    error = ValidationFailed(detail)
-    error.status = 413
-    error.type = "too-large"
-    error.title = "Too large"
-    return error
 
 
 # --- KPIs ----------------------------------------------------------------------------------------

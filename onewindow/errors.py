@@ -78,6 +78,20 @@ class Forbidden(DomainError):
     title = "Not allowed"
 
 
+class TooLarge(DomainError):
+    """A body (or an item of it) beyond a limit of its own: a photo, a sync batch."""
+
+    status = 413
+    type = "too-large"
+    title = "Too large"
+
+
+class UnsupportedMediaType(DomainError):
+    status = 415
+    type = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
 class RuleViolation(DomainError):
     """The request is well-formed but the rules of the city do not allow it now."""
 
