@@ -477,8 +477,7 @@ async def list_cases(
     rows = await conn.fetch(
         f"""
         SELECT {_CASE} FROM grid.cases
-        WHERE ($1::text[] IS NULL OR grid_code = ANY($1) OR community = ANY($1) OR street = ANY($1)
-               OR district = ANY($1) OR department = ANY($1))
+        WHERE ($1::text[] IS NULL OR ARRAY[grid_code, community, street, district, department] && $1::text[])
           AND ($2::text IS NULL OR reporter = $2)
           AND ($3::text IS NULL OR status = $3)
           AND ($4::text IS NULL OR category = $4)
