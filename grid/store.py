@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import msgspec
 
-from onewindow.db import Connection
-
-T = TypeVar("T")
-
-
-def _one(row: Any, kind: type[T]) -> T:
-    return msgspec.convert(row, kind, from_attributes=True)
-
-
-def _all(rows: list[Any], kind: type[T]) -> list[T]:
-    return [msgspec.convert(row, kind, from_attributes=True) for row in rows]
-
+from onewindow.db import Connection, row_as, rows_as
 
 # --- grids -------------------------------------------------------------------------------------
 
@@ -65,12 +54,12 @@ async def grids(conn: Connection, *, retired: bool = False) -> list[GridRow]:
     rows = await conn.fetch(
         f"SELECT {_GRID} FROM grid.grids WHERE $1 OR retired_at IS NULL ORDER BY code", retired
     )
-    return _all(rows, GridRow)
+    return rows_as(rows, GridRow)
 
 
 async def grid(conn: Connection, code: str) -> GridRow | None:
     row = await conn.fetchrow(f"SELECT {_GRID} FROM grid.grids WHERE code = $1", code)
-    return _one(row, GridRow) if row else None
+    return row_as(row, GridRow) if row else None
 
 
 async def located_grids(conn: Connection) -> list[tuple[str, dict[str, Any]]]:
@@ -185,7 +174,7 @@ async def grid_history(conn: Connection, code: str) -> list[GridHistoryRow]:
         " FROM grid.grid_history WHERE code = $1 ORDER BY version",
         code,
     )
-    return _all(rows, GridHistoryRow)
+    return rows_as(rows, GridHistoryRow)
 
 
 # --- categories --------------------------------------------------------------------------------
@@ -216,12 +205,12 @@ async def categories(conn: Connection, *, active_only: bool = False) -> list[Cat
     rows = await conn.fetch(
         f"SELECT {_CATEGORY} FROM grid.categories WHERE NOT $1 OR active ORDER BY code", active_only
     )
-    return _all(rows, CategoryRow)
+    return rows_as(rows, CategoryRow)
 
 
 async def category(conn: Connection, code: str) -> CategoryRow | None:
     row = await conn.fetchrow(f"SELECT {_CATEGORY} FROM grid.categories WHERE code = $1", code)
-    return _one(row, CategoryRow) if row else None
+    return row_as(row, CategoryRow) if row else None
 
 
 async def insert_category(
@@ -248,7 +237,7 @@ async def insert_category(
         fields["active"],
         by,
     )
-    return _one(row, CategoryRow) if row else None
+    return row_as(row, CategoryRow) if row else None
 
 
 async def update_category(
@@ -277,7 +266,7 @@ async def update_category(
         by,
         expected_version,
     )
-    return _one(row, CategoryRow) if row else None
+    return row_as(row, CategoryRow) if row else None
 
 
 # --- cases -------------------------------------------------------------------------------------
@@ -366,17 +355,17 @@ async def case(conn: Connection, case_id: UUID, *, lock: bool = False) -> CaseRo
     row = await conn.fetchrow(
         f"SELECT {_CASE} FROM grid.cases WHERE id = $1" + (" FOR UPDATE" if lock else ""), case_id
     )
-    return _one(row, CaseRow) if row else None
+    return row_as(row, CaseRow) if row else None
 
 
 async def case_by_number(conn: Connection, number: str) -> CaseRow | None:
     row = await conn.fetchrow(f"SELECT {_CASE} FROM grid.cases WHERE number = $1", number)
-    return _one(row, CaseRow) if row else None
+    return row_as(row, CaseRow) if row else None
 
 
 async def case_by_client_id(conn: Connection, client_id: UUID) -> CaseRow | None:
     row = await conn.fetchrow(f"SELECT {_CASE} FROM grid.cases WHERE client_id = $1", client_id)
-    return _one(row, CaseRow) if row else None
+    return row_as(row, CaseRow) if row else None
 
 
 async def save_case(conn: Connection, case: CaseRow, *, at: datetime) -> None:
@@ -449,7 +438,7 @@ async def open_cases_near(
         lon_max,
         exclude,
     )
-    return _all(rows, CaseRow)
+    return rows_as(rows, CaseRow)
 
 
 async def duplicates_of(conn: Connection, primary: UUID) -> list[str]:
@@ -497,7 +486,7 @@ async def list_cases(
         after[1] if after else None,
         limit,
     )
-    return _all(rows, CaseRow)
+    return rows_as(rows, CaseRow)
 
 
 async def changed_cases(
@@ -522,7 +511,7 @@ async def changed_cases(
         until,
         limit,
     )
-    return _all(rows, CaseRow)
+    return rows_as(rows, CaseRow)
 
 
 # --- history and photos ------------------------------------------------------------------------
@@ -570,7 +559,7 @@ async def case_history(conn: Connection, case_id: UUID) -> list[CaseHistoryRow]:
         " WHERE case_id = $1 ORDER BY id",
         case_id,
     )
-    return _all(rows, CaseHistoryRow)
+    return rows_as(rows, CaseHistoryRow)
 
 
 class PhotoRow(msgspec.Struct, frozen=True):
@@ -594,7 +583,7 @@ async def save_photo(conn: Connection, *, sha256: str, media_type: str, size: in
 
 async def photo(conn: Connection, sha256: str) -> PhotoRow | None:
     row = await conn.fetchrow("SELECT sha256, media_type, size FROM grid.photos WHERE sha256 = $1", sha256)
-    return _one(row, PhotoRow) if row else None
+    return row_as(row, PhotoRow) if row else None
 
 
 async def uploaded_by(conn: Connection, sha256: str, subject: str) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 import asyncpg
 import msgspec
@@ -143,3 +143,15 @@ async def connect(dsn: str, *, connect_timeout: float = 10) -> asyncpg.Connectio
     )
     await register_codecs(conn)
     return conn
+
+
+RowT = TypeVar("RowT")
+
+
+def row_as(record: Any, kind: type[RowT]) -> RowT:
+    """A record as the `...Row` Struct of a store (its columns by name)."""
+    return msgspec.convert(record, kind, from_attributes=True)
+
+
+def rows_as(records: list[Any], kind: type[RowT]) -> list[RowT]:
+    return [msgspec.convert(record, kind, from_attributes=True) for record in records]

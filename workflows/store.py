@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import msgspec
 
-from onewindow.db import Connection
+from onewindow.db import Connection, row_as, rows_as
 
 
 class DefinitionRow(msgspec.Struct, frozen=True):
@@ -143,17 +143,6 @@ _HISTORY = (
 _DELEGATION = "id, person, delegate, starts_at, ends_at, reason, created_by, created_at, revoked_at"
 
 
-T = TypeVar("T")
-
-
-def _one(row: Any, kind: type[T]) -> T:
-    return msgspec.convert(row, kind, from_attributes=True)
-
-
-def _all(rows: list[Any], kind: type[T]) -> list[T]:
-    return [msgspec.convert(row, kind, from_attributes=True) for row in rows]
-
-
 # --- definitions -------------------------------------------------------------------------------
 
 
@@ -188,7 +177,7 @@ async def insert_definition(
         checksum,
         created_by,
     )
-    return _one(row, DefinitionRow)
+    return row_as(row, DefinitionRow)
 
 
 async def definition(conn: Connection, key: str, version: int | None = None) -> DefinitionRow | None:
@@ -199,26 +188,26 @@ async def definition(conn: Connection, key: str, version: int | None = None) -> 
         key,
         version,
     )
-    return _one(row, DefinitionRow) if row else None
+    return row_as(row, DefinitionRow) if row else None
 
 
 async def definition_by_id(conn: Connection, definition_id: UUID) -> DefinitionRow | None:
     row = await conn.fetchrow(f"SELECT {_DEFINITION} FROM workflows.definitions WHERE id = $1", definition_id)
-    return _one(row, DefinitionRow) if row else None
+    return row_as(row, DefinitionRow) if row else None
 
 
 async def latest_definitions(conn: Connection) -> list[DefinitionRow]:
     rows = await conn.fetch(
         f"SELECT DISTINCT ON (key) {_DEFINITION} FROM workflows.definitions ORDER BY key, version DESC"
     )
-    return _all(rows, DefinitionRow)
+    return rows_as(rows, DefinitionRow)
 
 
 async def definition_versions(conn: Connection, key: str) -> list[DefinitionRow]:
     rows = await conn.fetch(
         f"SELECT {_DEFINITION} FROM workflows.definitions WHERE key = $1 ORDER BY version", key
     )
-    return _all(rows, DefinitionRow)
+    return rows_as(rows, DefinitionRow)
 
 
 # --- calendar ----------------------------------------------------------------------------------
@@ -238,7 +227,7 @@ async def calendar_days(
         start,
         end,
     )
-    return _all(rows, CalendarDayRow)
+    return rows_as(rows, CalendarDayRow)
 
 
 async def put_calendar_day(
@@ -256,7 +245,7 @@ async def put_calendar_day(
         name,
         by,
     )
-    return _one(row, CalendarDayRow)
+    return row_as(row, CalendarDayRow)
 
 
 async def delete_calendar_day(conn: Connection, day: date) -> bool:
@@ -292,7 +281,7 @@ async def insert_instance(
         started_by,
         started_at,
     )
-    return _one(row, InstanceRow) if row else None
+    return row_as(row, InstanceRow) if row else None
 
 
 async def lock_instance(conn: Connection, instance_id: UUID) -> tuple[InstanceRow, int] | None:
@@ -305,7 +294,7 @@ async def lock_instance(conn: Connection, instance_id: UUID) -> tuple[InstanceRo
     )
     if row is None:
         return None
-    return _one(row, InstanceRow), row["calendar_version"]
+    return row_as(row, InstanceRow), row["calendar_version"]
 
 
 async def lock_instance_of_task(conn: Connection, task_id: UUID) -> tuple[InstanceRow, int] | None:
@@ -317,7 +306,7 @@ async def lock_instance_of_task(conn: Connection, task_id: UUID) -> tuple[Instan
     )
     if row is None:
         return None
-    return _one(row, InstanceRow), row["calendar_version"]
+    return row_as(row, InstanceRow), row["calendar_version"]
 
 
 async def try_lock_instance(conn: Connection, instance_id: UUID) -> tuple[InstanceRow, int] | None:
@@ -329,12 +318,12 @@ async def try_lock_instance(conn: Connection, instance_id: UUID) -> tuple[Instan
     )
     if row is None:
         return None
-    return _one(row, InstanceRow), row["calendar_version"]
+    return row_as(row, InstanceRow), row["calendar_version"]
 
 
 async def instance(conn: Connection, instance_id: UUID) -> InstanceRow | None:
     row = await conn.fetchrow(f"SELECT {_INSTANCE} FROM workflows.instances WHERE id = $1", instance_id)
-    return _one(row, InstanceRow) if row else None
+    return row_as(row, InstanceRow) if row else None
 
 
 async def instance_by_subject(conn: Connection, subject_kind: str, subject_id: str) -> InstanceRow | None:
@@ -343,7 +332,7 @@ async def instance_by_subject(conn: Connection, subject_kind: str, subject_id: s
         subject_kind,
         subject_id,
     )
-    return _one(row, InstanceRow) if row else None
+    return row_as(row, InstanceRow) if row else None
 
 
 async def save_instance(conn: Connection, row: InstanceRow) -> None:
@@ -384,7 +373,7 @@ async def work(conn: Connection, instance_id: UUID) -> tuple[list[TokenRow], lis
 
 async def tokens(conn: Connection, instance_id: UUID) -> list[TokenRow]:
     rows = await conn.fetch(f"SELECT {_TOKEN} FROM workflows.tokens WHERE instance_id = $1", instance_id)
-    return _all(rows, TokenRow)
+    return rows_as(rows, TokenRow)
 
 
 async def insert_token(
@@ -398,7 +387,7 @@ async def insert_token(
         branch,
         state,
     )
-    return _one(row, TokenRow)
+    return row_as(row, TokenRow)
 
 
 async def save_token(conn: Connection, token: TokenRow) -> None:
@@ -464,12 +453,12 @@ async def insert_task(
         instance.definition_id,
         warn_at,
     )
-    return _one(row, TaskRow)
+    return row_as(row, TaskRow)
 
 
 async def task(conn: Connection, task_id: UUID) -> TaskRow | None:
     row = await conn.fetchrow(f"SELECT {_TASK} FROM workflows.tasks WHERE id = $1", task_id)
-    return _one(row, TaskRow) if row else None
+    return row_as(row, TaskRow) if row else None
 
 
 async def open_tasks(conn: Connection, instance_id: UUID) -> list[TaskRow]:
@@ -477,14 +466,14 @@ async def open_tasks(conn: Connection, instance_id: UUID) -> list[TaskRow]:
         f"SELECT {_TASK} FROM workflows.tasks WHERE instance_id = $1 AND status = 'open' ORDER BY created_at, id",
         instance_id,
     )
-    return _all(rows, TaskRow)
+    return rows_as(rows, TaskRow)
 
 
 async def instance_tasks(conn: Connection, instance_id: UUID) -> list[TaskRow]:
     rows = await conn.fetch(
         f"SELECT {_TASK} FROM workflows.tasks WHERE instance_id = $1 ORDER BY created_at, id", instance_id
     )
-    return _all(rows, TaskRow)
+    return rows_as(rows, TaskRow)
 
 
 async def save_task(conn: Connection, task: TaskRow, *, drop_timers: bool = False) -> None:
@@ -609,7 +598,7 @@ async def inbox(
         limit,
         unclaimed_only,
     )
-    return _all(rows, TaskRow)
+    return rows_as(rows, TaskRow)
 
 
 # --- timers ------------------------------------------------------------------------------------
@@ -650,7 +639,7 @@ async def due_timers(conn: Connection, now: datetime, limit: int) -> list[TimerR
         now,
         limit,
     )
-    return _all(rows, TimerRow)
+    return rows_as(rows, TimerRow)
 
 
 async def claim_timer(conn: Connection, timer_id: int) -> TimerRow | None:
@@ -660,7 +649,7 @@ async def claim_timer(conn: Connection, timer_id: int) -> TimerRow | None:
         " WHERE id = $1 AND fired_at IS NULL FOR UPDATE",
         timer_id,
     )
-    return _one(row, TimerRow) if row else None
+    return row_as(row, TimerRow) if row else None
 
 
 async def mark_timer(conn: Connection, timer_id: int, fired_at: datetime, error: str | None = None) -> None:
@@ -719,7 +708,7 @@ async def history(conn: Connection, instance_id: UUID) -> list[HistoryRow]:
     rows = await conn.fetch(
         f"SELECT {_HISTORY} FROM workflows.history WHERE instance_id = $1 ORDER BY seq", instance_id
     )
-    return _all(rows, HistoryRow)
+    return rows_as(rows, HistoryRow)
 
 
 # --- delegations -------------------------------------------------------------------------------
@@ -758,7 +747,7 @@ async def insert_delegation(
         reason,
         created_by,
     )
-    return _one(row, DelegationRow)
+    return row_as(row, DelegationRow)
 
 
 async def delegations_of(conn: Connection, person: str, now: datetime) -> list[DelegationRow]:
@@ -768,7 +757,7 @@ async def delegations_of(conn: Connection, person: str, now: datetime) -> list[D
         person,
         now,
     )
-    return _all(rows, DelegationRow)
+    return rows_as(rows, DelegationRow)
 
 
 async def revoke_delegation(conn: Connection, delegation_id: UUID, person: str, now: datetime) -> bool:
