@@ -337,7 +337,12 @@ class CaseKind:
             case.dispatched_to = "department" if target == "handle_department" else "worker"
             case.dispatched_at = at
             if case.handle_due_at is None:
-                limit = (await store.category(conn, case.category) or _missing(case.category)).handle_limit
+                category = await store.category(conn, case.category)
+                if category is None:  # categories are never deleted; a case always has one
+                    raise RuntimeError(
+                        f"grid invariant broken: the case's category {case.category!r} is gone"
+                    )
+                limit = category.handle_limit
                 case.handle_due_at = await workflows.deadline(conn, at, limit, clock=rules.hours_clock(limit))
         if step.startswith("handle") and action == "handled":
             case.handled_at = at
@@ -392,10 +397,6 @@ class CaseKind:
                 )
                 await publish(conn, _changed(duplicate, "closed_with_primary", "duplicate", ending.at, None))
                 await publish(conn, _closed(duplicate, ending.at))
-
-
-def _missing(code: str) -> store.CategoryRow:
-    raise RuntimeError(f"grid invariant broken: the case's category {code!r} is gone")
 
 
 def _changed(case: CaseRow, action: str, before: str, at: datetime, note: str | None) -> CaseChanged:

@@ -213,6 +213,24 @@ async def category(conn: Connection, code: str) -> CategoryRow | None:
     return row_as(row, CategoryRow) if row else None
 
 
+# The editable fields, in the order both statements below take them ($2 .. $10).
+_CATEGORY_FIELDS = (
+    "kind",
+    "name_zh",
+    "name_en",
+    "department",
+    "register_limit",
+    "handle_limit",
+    "severity",
+    "citizen_reportable",
+    "active",
+)
+
+
+def _category_values(fields: dict[str, Any]) -> list[Any]:
+    return [fields[name] for name in _CATEGORY_FIELDS]
+
+
 async def insert_category(
     conn: Connection, *, code: str, fields: dict[str, Any], by: str
 ) -> CategoryRow | None:
@@ -226,15 +244,7 @@ async def insert_category(
         RETURNING {_CATEGORY}
         """,
         code,
-        fields["kind"],
-        fields["name_zh"],
-        fields["name_en"],
-        fields["department"],
-        fields["register_limit"],
-        fields["handle_limit"],
-        fields["severity"],
-        fields["citizen_reportable"],
-        fields["active"],
+        *_category_values(fields),
         by,
     )
     return row_as(row, CategoryRow) if row else None
@@ -254,15 +264,7 @@ async def update_category(
         RETURNING {_CATEGORY}
         """,
         code,
-        fields["kind"],
-        fields["name_zh"],
-        fields["name_en"],
-        fields["department"],
-        fields["register_limit"],
-        fields["handle_limit"],
-        fields["severity"],
-        fields["citizen_reportable"],
-        fields["active"],
+        *_category_values(fields),
         by,
         expected_version,
     )
