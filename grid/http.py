@@ -52,7 +52,7 @@ IfMatch = Annotated[
 ]
 Code = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Limit_ = Annotated[str, msgspec.Meta(pattern=r"^P(\d+D|T\d+H|T\d+M|T\d+H\d+M|\d+DT\d+H)$")]
+DurationLimit = Annotated[str, msgspec.Meta(pattern=r"^P(\d+D|T\d+H|T\d+M|T\d+H\d+M|\d+DT\d+H)$")]
 
 
 def _actor(request: Request[Any, Any, Any]) -> workflows.Actor:
@@ -196,8 +196,8 @@ class CategoryFields(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     name_zh: Name
     name_en: Name
     department: Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
-    register_limit: Limit_
-    handle_limit: Limit_
+    register_limit: DurationLimit
+    handle_limit: DurationLimit
     severity: Literal["low", "normal", "high", "urgent"] = "normal"
     citizen_reportable: bool = True
     active: bool = True
