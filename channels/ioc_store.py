@@ -1,0 +1,450 @@
+"""The IOC feed's SQL (schema `channels`, tables `ioc_*`). Functions take `conn` first and never commit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final
+from uuid import UUID
+
+import msgspec
+
+from onewindow.db import Connection, row_as, rows_as
+
+# pg_advisory_xact_lock keys: the feed's append lock, and one per incident for inbound updates.
+_FEED_LOCK: Final = 7_309_001
+_UPDATE_LOCK: Final = 7_309_002
+
+# --- endpoints -----------------------------------------------------------------------------------
+
+
+class EndpointRow(msgspec.Struct, frozen=True):
+    id: UUID
+    name: str
+    url: str
+    configured: bool
+    enabled: bool
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class SecretRow(msgspec.Struct, frozen=True):
+    id: UUID
+    endpoint_id: UUID
+    secret: bytes
+    hint: str
+    created_at: datetime
+    retired_at: datetime | None
+
+
+_ENDPOINT = "id, name, url, configured, enabled, created_by, created_at, updated_at, version"
+_SECRET = "id, endpoint_id, secret, hint, created_at, retired_at"
+
+
+async def insert_endpoint(
+    conn: Connection, *, endpoint_id: UUID, name: str, url: str, configured: bool, by: str
+) -> EndpointRow:
+    row = await conn.fetchrow(
+        f"INSERT INTO channels.ioc_endpoints (id, name, url, configured, created_by) VALUES ($1, $2, $3, $4, $5)"
+        f" RETURNING {_ENDPOINT}",
+        endpoint_id,
+        name,
+        url,
+        configured,
+        by,
+    )
+    return row_as(row, EndpointRow)
+
+
+async def endpoint(conn: Connection, endpoint_id: UUID, *, lock: bool = False) -> EndpointRow | None:
+    row = await conn.fetchrow(
+        f"SELECT {_ENDPOINT} FROM channels.ioc_endpoints WHERE id = $1" + (" FOR UPDATE" if lock else ""),
+        endpoint_id,
+    )
+    return row_as(row, EndpointRow) if row else None
+
+
+async def configured_endpoint(conn: Connection) -> EndpointRow | None:
+    row = await conn.fetchrow(f"SELECT {_ENDPOINT} FROM channels.ioc_endpoints WHERE configured FOR UPDATE")
+    return row_as(row, EndpointRow) if row else None
+
+
+async def endpoints(
+    conn: Connection, *, after: tuple[datetime, UUID] | None, limit: int
+) -> list[EndpointRow]:
+    rows = await conn.fetch(
+        f"SELECT {_ENDPOINT} FROM channels.ioc_endpoints"
+        " WHERE $1::timestamptz IS NULL OR (created_at, id) > ($1, $2)"
+        " ORDER BY created_at, id LIMIT $3",
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return rows_as(rows, EndpointRow)
+
+
+async def update_endpoint(
+    conn: Connection, endpoint_id: UUID, *, name: str, url: str, enabled: bool, at: datetime
+) -> EndpointRow:
+    row = await conn.fetchrow(
+        "UPDATE channels.ioc_endpoints SET name = $2, url = $3, enabled = $4, updated_at = $5,"
+        f" version = version + 1 WHERE id = $1 RETURNING {_ENDPOINT}",
+        endpoint_id,
+        name,
+        url,
+        enabled,
+        at,
+    )
+    return row_as(row, EndpointRow)
+
+
+async def delete_endpoint(conn: Connection, endpoint_id: UUID) -> None:
+    # Its deliveries and their log go with it (ON DELETE CASCADE); the feed itself stays.
+    await conn.execute("DELETE FROM channels.ioc_endpoints WHERE id = $1", endpoint_id)
+
+
+async def add_secret(
+    conn: Connection, *, secret_id: UUID, endpoint_id: UUID, sealed: bytes, hint: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO channels.ioc_endpoint_secrets (id, endpoint_id, secret, hint) VALUES ($1, $2, $3, $4)",
+        secret_id,
+        endpoint_id,
+        sealed,
+        hint,
+    )
+
+
+async def secrets_of(conn: Connection, endpoint_ids: list[UUID], *, active_only: bool) -> list[SecretRow]:
+    rows = await conn.fetch(
+        f"SELECT {_SECRET} FROM channels.ioc_endpoint_secrets WHERE endpoint_id = ANY($1::uuid[])"
+        " AND (NOT $2 OR retired_at IS NULL) ORDER BY created_at, id",
+        endpoint_ids,
+        active_only,
+    )
+    return rows_as(rows, SecretRow)
+
+
+async def retire_secrets(conn: Connection, endpoint_id: UUID, secret_ids: list[UUID], *, at: datetime) -> int:
+    result: str = await conn.execute(
+        "UPDATE channels.ioc_endpoint_secrets SET retired_at = $3"
+        " WHERE endpoint_id = $1 AND id = ANY($2::uuid[]) AND retired_at IS NULL",
+        endpoint_id,
+        secret_ids,
+        at,
+    )
+    return int(result.rsplit(maxsplit=1)[-1])
+
+
+async def touch_endpoint(conn: Connection, endpoint_id: UUID, *, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE channels.ioc_endpoints SET updated_at = $2, version = version + 1 WHERE id = $1",
+        endpoint_id,
+        at,
+    )
+
+
+# --- the feed ------------------------------------------------------------------------------------
+
+
+async def lock_feed(conn: Connection) -> None:
+    """Held to the end of the transaction: feed positions commit in the order they are given."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _FEED_LOCK)
+
+
+async def event_recorded(conn: Connection, event_id: UUID) -> bool:
+    found: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM channels.ioc_events WHERE id = $1)", event_id
+    )
+    return found
+
+
+async def next_sequence(conn: Connection, case_id: UUID) -> int:
+    sequence: int = await conn.fetchval(
+        "INSERT INTO channels.ioc_incidents AS i (case_id, last_sequence) VALUES ($1, 1)"
+        " ON CONFLICT (case_id) DO UPDATE SET last_sequence = i.last_sequence + 1 RETURNING last_sequence",
+        case_id,
+    )
+    return sequence
+
+
+async def insert_event(
+    conn: Connection, *, event_id: UUID, case_id: UUID, sequence: int, type_: str, cloudevent: dict[str, Any]
+) -> int:
+    position: int = await conn.fetchval(
+        "INSERT INTO channels.ioc_events (id, case_id, sequence, type, cloudevent) VALUES ($1, $2, $3, $4, $5)"
+        " RETURNING position",
+        event_id,
+        case_id,
+        sequence,
+        type_,
+        cloudevent,
+    )
+    return position
+
+
+async def add_deliveries(conn: Connection, *, position: int, case_id: UUID, sequence: int) -> int:
+    """One pending delivery of the event per enabled endpoint."""
+    result: str = await conn.execute(
+        "INSERT INTO channels.ioc_deliveries (endpoint_id, event_position, case_id, sequence)"
+        " SELECT id, $1, $2, $3 FROM channels.ioc_endpoints WHERE enabled",
+        position,
+        case_id,
+        sequence,
+    )
+    return int(result.rsplit(maxsplit=1)[-1])
+
+
+class FeedRow(msgspec.Struct, frozen=True):
+    position: int
+    cloudevent: dict[str, Any]
+
+
+async def events_after(conn: Connection, *, after: int, limit: int) -> list[FeedRow]:
+    rows = await conn.fetch(
+        "SELECT position, cloudevent FROM channels.ioc_events WHERE position > $1 ORDER BY position LIMIT $2",
+        after,
+        limit,
+    )
+    return rows_as(rows, FeedRow)
+
+
+# --- deliveries ----------------------------------------------------------------------------------
+
+
+class ClaimRow(msgspec.Struct, frozen=True):
+    id: UUID
+    lease: UUID
+    endpoint_id: UUID
+    url: str
+    attempts: int
+    event_id: UUID
+    cloudevent: dict[str, Any]
+
+
+# Due, not leased (or the lease ran out: its worker died), its endpoint enabled, and no earlier
+# event of the same incident still pending for the same endpoint: per-incident order. SKIP LOCKED:
+# two workers claiming at once take different rows; the lease then keeps them apart while sending.
+_CLAIM = """
+WITH due AS (
+    SELECT d.id FROM channels.ioc_deliveries d
+    JOIN channels.ioc_endpoints e ON e.id = d.endpoint_id AND e.enabled
+    WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+      AND (d.leased_until IS NULL OR d.leased_until < now())
+      AND NOT EXISTS (
+          SELECT 1 FROM channels.ioc_deliveries p
+          WHERE p.endpoint_id = d.endpoint_id AND p.case_id = d.case_id
+            AND p.sequence < d.sequence AND p.state = 'pending'
+      )
+    ORDER BY d.next_attempt_at, d.event_position
+    LIMIT $1
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE channels.ioc_deliveries d
+SET lease = gen_random_uuid(), leased_until = now() + make_interval(secs => $2), attempts = d.attempts + 1
+FROM due, channels.ioc_events ev, channels.ioc_endpoints e
+WHERE d.id = due.id AND ev.position = d.event_position AND e.id = d.endpoint_id
+RETURNING d.id, d.lease, d.endpoint_id, e.url, d.attempts, ev.id AS event_id, ev.cloudevent
+"""
+
+
+async def claim(conn: Connection, *, limit: int, lease_seconds: float) -> list[ClaimRow]:
+    return rows_as(await conn.fetch(_CLAIM, limit, lease_seconds), ClaimRow)
+
+
+async def finish(
+    conn: Connection,
+    claimed: ClaimRow,
+    *,
+    state: str,
+    status_code: int | None,
+    error: str | None,
+    retry_in: float,
+    started_at: datetime,
+    duration_ms: int,
+) -> bool:
+    """Record one attempt's outcome and log it; False when the lease was lost meanwhile (the
+    attempt is still logged: it happened)."""
+    kept = await conn.fetchval(
+        "UPDATE channels.ioc_deliveries SET state = $3, last_status = $4, last_error = $5,"
+        " next_attempt_at = now() + make_interval(secs => $6), lease = NULL, leased_until = NULL,"
+        " delivered_at = CASE WHEN $3 = 'delivered' THEN now() END"
+        " WHERE id = $1 AND lease = $2 RETURNING true",
+        claimed.id,
+        claimed.lease,
+        state,
+        status_code,
+        error,
+        retry_in,
+    )
+    await conn.execute(
+        "INSERT INTO channels.ioc_delivery_attempts"
+        " (delivery_id, endpoint_id, attempt, started_at, duration_ms, status_code, error, outcome)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        claimed.id,
+        claimed.endpoint_id,
+        claimed.attempts,
+        started_at,
+        duration_ms,
+        status_code,
+        error,
+        "retry" if state == "pending" else state,
+    )
+    return bool(kept)
+
+
+class DeliveryRow(msgspec.Struct, frozen=True):
+    id: UUID
+    endpoint_id: UUID
+    event_id: UUID
+    event_position: int
+    event_type: str
+    case_id: UUID
+    sequence: int
+    state: str
+    attempts: int
+    next_attempt_at: datetime
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+_DELIVERY = """
+SELECT d.id, d.endpoint_id, ev.id AS event_id, d.event_position, ev.type AS event_type, d.case_id,
+       d.sequence, d.state, d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at,
+       d.delivered_at
+FROM channels.ioc_deliveries d JOIN channels.ioc_events ev ON ev.position = d.event_position
+"""
+
+
+async def deliveries(
+    conn: Connection, endpoint_id: UUID, *, state: str | None, after: int | None, limit: int
+) -> list[DeliveryRow]:
+    rows = await conn.fetch(
+        _DELIVERY + " WHERE d.endpoint_id = $1 AND ($2::text IS NULL OR d.state = $2)"
+        " AND ($3::bigint IS NULL OR d.event_position > $3) ORDER BY d.event_position LIMIT $4",
+        endpoint_id,
+        state,
+        after,
+        limit,
+    )
+    return rows_as(rows, DeliveryRow)
+
+
+async def delivery(conn: Connection, endpoint_id: UUID, delivery_id: UUID) -> DeliveryRow | None:
+    row = await conn.fetchrow(_DELIVERY + " WHERE d.endpoint_id = $1 AND d.id = $2", endpoint_id, delivery_id)
+    return row_as(row, DeliveryRow) if row else None
+
+
+async def replay(conn: Connection, endpoint_id: UUID, delivery_id: UUID | None) -> int:
+    """Dead deliveries (one, or all of the endpoint's) back to pending with fresh attempts; logged."""
+    rows = await conn.fetch(
+        """
+        WITH replayed AS (
+            UPDATE channels.ioc_deliveries SET state = 'pending', attempts = 0, next_attempt_at = now(),
+                lease = NULL, leased_until = NULL
+            WHERE endpoint_id = $1 AND state = 'dead' AND ($2::uuid IS NULL OR id = $2)
+            RETURNING id
+        ), logged AS (
+            INSERT INTO channels.ioc_delivery_attempts
+                (delivery_id, endpoint_id, attempt, started_at, duration_ms, outcome)
+            SELECT id, $1, 0, now(), 0, 'replayed' FROM replayed
+        )
+        SELECT id FROM replayed
+        """,
+        endpoint_id,
+        delivery_id,
+    )
+    return len(rows)
+
+
+class AttemptRow(msgspec.Struct, frozen=True):
+    id: int
+    delivery_id: UUID
+    attempt: int
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    outcome: str
+
+
+async def attempts(
+    conn: Connection, endpoint_id: UUID, *, delivery_id: UUID | None, after: int | None, limit: int
+) -> list[AttemptRow]:
+    rows = await conn.fetch(
+        "SELECT id, delivery_id, attempt, started_at, duration_ms, status_code, error, outcome"
+        " FROM channels.ioc_delivery_attempts WHERE endpoint_id = $1"
+        " AND ($2::uuid IS NULL OR delivery_id = $2) AND ($3::bigint IS NULL OR id > $3)"
+        " ORDER BY id LIMIT $4",
+        endpoint_id,
+        delivery_id,
+        after,
+        limit,
+    )
+    return rows_as(rows, AttemptRow)
+
+
+# --- inbound updates -----------------------------------------------------------------------------
+
+
+async def lock_incident_updates(conn: Connection, case_id: UUID) -> None:
+    """One inbound update of an incident at a time: the stale check and the write go together."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _UPDATE_LOCK, str(case_id))
+
+
+class UpdateRow(msgspec.Struct, frozen=True):
+    case_id: UUID
+    fingerprint: bytes
+    reply: dict[str, Any]
+
+
+async def update(conn: Connection, client_id: str, update_id: str) -> UpdateRow | None:
+    row = await conn.fetchrow(
+        "SELECT case_id, fingerprint, reply FROM channels.ioc_updates WHERE client_id = $1 AND update_id = $2",
+        client_id,
+        update_id,
+    )
+    return row_as(row, UpdateRow) if row else None
+
+
+async def latest_update_at(conn: Connection, case_id: UUID) -> datetime | None:
+    latest: datetime | None = await conn.fetchval(
+        "SELECT max(occurred_at) FROM channels.ioc_updates WHERE case_id = $1 AND NOT stale", case_id
+    )
+    return latest
+
+
+async def insert_update(
+    conn: Connection,
+    *,
+    client_id: str,
+    update_id: str,
+    case_id: UUID,
+    status: str,
+    note: str | None,
+    occurred_at: datetime,
+    stale: bool,
+    effect: str,
+    fingerprint: bytes,
+    reply: dict[str, Any],
+) -> bool:
+    """False when the update id was taken meanwhile (by a request about another incident)."""
+    inserted = await conn.fetchval(
+        "INSERT INTO channels.ioc_updates (client_id, update_id, case_id, status, note, occurred_at, stale,"
+        " effect, fingerprint, reply) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        " ON CONFLICT DO NOTHING RETURNING true",
+        client_id,
+        update_id,
+        case_id,
+        status,
+        note,
+        occurred_at,
+        stale,
+        effect,
+        fingerprint,
+        reply,
+    )
+    return bool(inserted)
