@@ -96,9 +96,9 @@ class SmtpSender:
         mail["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
         # The notification's id: a retried message is recognisably the same one.
         mail["Message-ID"] = f"<{outgoing.notification_id}@{self._domain}>"
-        mail["Content-Language"] = outgoing.language
         mail["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies, please
         mail.set_content(outgoing.text, charset="utf-8")
+        mail["Content-Language"] = outgoing.language  # after set_content, which resets Content-*
         return mail
 
     async def send(self, message: Outgoing) -> None:
