@@ -96,7 +96,7 @@ class PreferencesController(Controller):
         request: Request[Any, Any, Any],
         conn: Connection,
         settings: Settings,
-        data: Annotated[PreferencesUpdate, JSONBody()],
+        data: JSONBody[PreferencesUpdate],
         if_match: IfMatch = None,
     ) -> Response[PreferencesReply]:
         contact = await _contact(request, conn, settings)
