@@ -223,6 +223,8 @@ class ClaimRow(msgspec.Struct, frozen=True):
     cloudevent: dict[str, Any]
 
 
+# clock_timestamp(), not now(): the time of this statement, not of the transaction's start (a long
+# transaction, or a test's single one, must still see retries fall due).
 # Due, not leased (or the lease ran out: its worker died), its endpoint enabled, and no earlier
 # event of the same incident still pending for the same endpoint: per-incident order. SKIP LOCKED:
 # two workers claiming at once take different rows; the lease then keeps them apart while sending.
@@ -230,8 +232,8 @@ _CLAIM = """
 WITH due AS (
     SELECT d.id FROM channels.ioc_deliveries d
     JOIN channels.ioc_endpoints e ON e.id = d.endpoint_id AND e.enabled
-    WHERE d.state = 'pending' AND d.next_attempt_at <= now()
-      AND (d.leased_until IS NULL OR d.leased_until < now())
+    WHERE d.state = 'pending' AND d.next_attempt_at <= clock_timestamp()
+      AND (d.leased_until IS NULL OR d.leased_until < clock_timestamp())
       AND NOT EXISTS (
           SELECT 1 FROM channels.ioc_deliveries p
           WHERE p.endpoint_id = d.endpoint_id AND p.case_id = d.case_id
@@ -242,7 +244,7 @@ WITH due AS (
     FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE channels.ioc_deliveries d
-SET lease = gen_random_uuid(), leased_until = now() + make_interval(secs => $2), attempts = d.attempts + 1
+SET lease = gen_random_uuid(), leased_until = clock_timestamp() + make_interval(secs => $2), attempts = d.attempts + 1
 FROM due, channels.ioc_events ev, channels.ioc_endpoints e
 WHERE d.id = due.id AND ev.position = d.event_position AND e.id = d.endpoint_id
 RETURNING d.id, d.lease, d.endpoint_id, e.url, d.attempts, ev.id AS event_id, ev.cloudevent
@@ -268,8 +270,8 @@ async def finish(
     attempt is still logged: it happened)."""
     kept = await conn.fetchval(
         "UPDATE channels.ioc_deliveries SET state = $3, last_status = $4, last_error = $5,"
-        " next_attempt_at = now() + make_interval(secs => $6), lease = NULL, leased_until = NULL,"
-        " delivered_at = CASE WHEN $3 = 'delivered' THEN now() END"
+        " next_attempt_at = clock_timestamp() + make_interval(secs => $6), lease = NULL, leased_until = NULL,"
+        " delivered_at = CASE WHEN $3 = 'delivered' THEN clock_timestamp() END"
         " WHERE id = $1 AND lease = $2 RETURNING true",
         claimed.id,
         claimed.lease,
@@ -343,7 +345,7 @@ async def replay(conn: Connection, endpoint_id: UUID, delivery_id: UUID | None) 
     rows = await conn.fetch(
         """
         WITH replayed AS (
-            UPDATE channels.ioc_deliveries SET state = 'pending', attempts = 0, next_attempt_at = now(),
+            UPDATE channels.ioc_deliveries SET state = 'pending', attempts = 0, next_attempt_at = clock_timestamp(),
                 lease = NULL, leased_until = NULL
             WHERE endpoint_id = $1 AND state = 'dead' AND ($2::uuid IS NULL OR id = $2)
             RETURNING id
