@@ -214,15 +214,15 @@ class EndpointController(Controller):
         self,
         conn: Connection,
         endpoint_id: FromPath[UUID],
-        state: Annotated[
-            DeliveryState | None, QueryParameter(description="pending, delivered or dead")
+        in_state: Annotated[
+            DeliveryState | None, QueryParameter(query="state", description="pending, delivered or dead")
         ] = None,
         cursor: Cursor = None,
         limit: Limit = 50,
     ) -> DeliveryList:
         await ioc_endpoints.found(conn, endpoint_id)
         after = decode_cursor(cursor, int)
-        rows = await store.deliveries(conn, endpoint_id, state=state, after=after, limit=limit + 1)
+        rows = await store.deliveries(conn, endpoint_id, state=in_state, after=after, limit=limit + 1)
         next_cursor = encode_cursor(rows[limit - 1].event_position) if len(rows) > limit else None
         return DeliveryList(items=rows[:limit], next_cursor=next_cursor)
 

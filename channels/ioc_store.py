@@ -42,11 +42,14 @@ _ENDPOINT = "id, name, url, configured, enabled, created_by, created_at, updated
 _SECRET = "id, endpoint_id, secret, hint, created_at, retired_at"
 
 
+# Creation times from clock_timestamp(): two endpoints (or secrets) made in one transaction still
+# list in the order they were made.
 async def insert_endpoint(
     conn: Connection, *, endpoint_id: UUID, name: str, url: str, configured: bool, by: str
 ) -> EndpointRow:
     row = await conn.fetchrow(
-        f"INSERT INTO channels.ioc_endpoints (id, name, url, configured, created_by) VALUES ($1, $2, $3, $4, $5)"
+        "INSERT INTO channels.ioc_endpoints (id, name, url, configured, created_by, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, clock_timestamp(), clock_timestamp())"
         f" RETURNING {_ENDPOINT}",
         endpoint_id,
         name,
@@ -108,7 +111,8 @@ async def add_secret(
     conn: Connection, *, secret_id: UUID, endpoint_id: UUID, sealed: bytes, hint: str
 ) -> None:
     await conn.execute(
-        "INSERT INTO channels.ioc_endpoint_secrets (id, endpoint_id, secret, hint) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO channels.ioc_endpoint_secrets (id, endpoint_id, secret, hint, created_at)"
+        " VALUES ($1, $2, $3, $4, clock_timestamp())",
         secret_id,
         endpoint_id,
         sealed,
