@@ -49,6 +49,21 @@ async def publish(conn: Connection, event: Event) -> UUID:
     return event_id
 
 
+def staged(events: Sequence[Event], param: int) -> tuple[str, list[dict[str, Any]]]:
+    """`publish` for several events inside a caller's larger statement (one round trip for a
+    whole step's writes): a data-modifying CTE body that stores `events` in order and notifies
+    the drainer, and the value to bind as parameter `$param`. Use it as
+    `WITH published AS (<sql>) ... FROM published` or in a CTE list; nothing is stored when
+    `events` is empty."""
+    sql = (
+        "INSERT INTO onewindow.outbox (topic, payload)"
+        f" SELECT e.topic, e.payload FROM ROWS FROM (jsonb_to_recordset(${param}::jsonb)"
+        " AS (topic text, payload jsonb)) WITH ORDINALITY AS e(topic, payload, n)"
+        f" CROSS JOIN LATERAL (SELECT pg_notify('{CHANNEL}', '')) AS woken ORDER BY e.n RETURNING id"
+    )
+    return sql, [{"topic": type(event).topic, "payload": msgspec.to_builtins(event)} for event in events]
+
+
 class _Row(msgspec.Struct, frozen=True):
     id: UUID
     topic: str

@@ -26,7 +26,6 @@ from identity import api as identity_api
 from onewindow.db import Connection
 from onewindow.errors import Conflict, FieldError, Forbidden, NotFound, PreconditionFailed, RuleViolation
 from onewindow.events import Event
-from onewindow.outbox import publish
 from onewindow.settings import Settings
 from workflows import store
 from workflows.calendar import WorkCalendar, infer_clock, parse_duration, parse_office_hours
@@ -205,6 +204,9 @@ class _Step:
         self.open: dict[UUID, TaskRow] = {}
         self._context: SubjectContext | None = None
         self._instance_changed = False
+        # Written by `save`, in one round trip: nothing in the step reads them back.
+        self._history: list[store.HistoryEntry] = []
+        self._events: list[Event] = []
 
     @classmethod
     async def locked(
@@ -215,20 +217,32 @@ class _Step:
 
     @classmethod
     async def locked_for_task(cls, conn: Connection, task_id: UUID, actor: Actor) -> _Step | None:
-        found = await store.lock_instance_of_task(conn, task_id)
-        return None if found is None else await cls._load(conn, found, actor)
+        found = await store.lock_step_of_task(conn, task_id)
+        if found is None:
+            return None
+        step = await cls._prepare(conn, found.instance, found.calendar_version, actor)
+        if found.instance.status == "running":
+            step.tokens = {token.id: token for token in found.tokens}
+            step.open = {task.id: task for task in found.tasks}
+        return step
 
     @classmethod
     async def _load(cls, conn: Connection, found: tuple[InstanceRow, int], actor: Actor) -> _Step:
         instance, calendar_version = found
-        meta, definition = await load_definition(conn, instance.definition_id)
-        calendar = await work_calendar(conn, calendar_version)
-        step = cls(conn, instance, meta, definition, calendar, actor, runtime().now())
+        step = await cls._prepare(conn, instance, calendar_version, actor)
         if instance.status == "running":
             tokens, tasks = await store.work(conn, instance.id)
             step.tokens = {token.id: token for token in tokens}
             step.open = {task.id: task for task in tasks}
         return step
+
+    @classmethod
+    async def _prepare(
+        cls, conn: Connection, instance: InstanceRow, calendar_version: int, actor: Actor
+    ) -> _Step:
+        meta, definition = await load_definition(conn, instance.definition_id)
+        calendar = await work_calendar(conn, calendar_version)
+        return cls(conn, instance, meta, definition, calendar, actor, runtime().now())
 
     @property
     def kind(self) -> SubjectKind:
@@ -240,23 +254,33 @@ class _Step:
         return self._context
 
     async def publish(self, event: Event) -> None:
-        await publish(self.conn, event)
+        self._events.append(event)
 
     async def history(self, event: str, **fields: Any) -> None:
-        await store.append_history(
-            self.conn,
-            instance_id=self.instance.id,
-            at=self.now,
-            event=event,
-            actor=self.actor.subject,
-            actor_name=self.actor.name,
-            **fields,
+        self._history.append(
+            store.HistoryEntry(
+                instance_id=self.instance.id,
+                at=self.now,
+                event=event,
+                actor=self.actor.subject,
+                actor_name=self.actor.name,
+                **fields,
+            )
         )
 
     async def save(self) -> None:
-        if self._instance_changed:
-            await store.save_instance(self.conn, self.instance)
-            self._instance_changed = False
+        """Write what the step staged: the instance row, its history, its events. Every
+        operation on a step ends with it (before its transaction commits)."""
+        if not (self._instance_changed or self._history or self._events):
+            return
+        await store.flush(
+            self.conn,
+            self.instance,
+            instance_changed=self._instance_changed,
+            history=self._history,
+            events=self._events,
+        )
+        self._instance_changed, self._history, self._events = False, [], []
 
     def state(self, name: str) -> State:
         return self.definition.states[name]
@@ -512,9 +536,10 @@ class _Step:
         for task in list(self.open.values()):
             await self.close_task(task, status="cancelled", action=None)
         self.instance.status, self.instance.outcome, self.instance.ended_at = "ended", outcome, self.now
+        if self.instance.due_at is not None:  # its clock runs: drop its timers (a paused one has none)
+            await store.drop_instance_timers(self.conn, self.instance.id)
         self.instance.due_at, self.instance.remaining_s = None, None
         self._instance_changed = True
-        await store.drop_instance_timers(self.conn, self.instance.id)
         await self.history("ended", data={"outcome": outcome})
         await self.kind.ended(
             self.conn,
@@ -892,6 +917,7 @@ async def claim(
         actor_unit=used.path if used else None,
     )
     await step.announce(task)
+    await step.save()
     return _task_view(step.definition, task, step.now)
 
 
@@ -953,6 +979,7 @@ async def reassign(
         data={"before": before, "after": {"role": new_role, "unit": new_path, "assignee": assignee}},
     )
     await step.announce(task)
+    await step.save()
     return _task_view(step.definition, task, step.now)
 
 

@@ -8,7 +8,9 @@ from uuid import UUID
 
 import msgspec
 
+from onewindow import outbox
 from onewindow.db import Connection, row_as, rows_as
+from onewindow.events import Event
 
 
 class DefinitionRow(msgspec.Struct, frozen=True):
@@ -297,16 +299,18 @@ async def lock_instance(conn: Connection, instance_id: UUID) -> tuple[InstanceRo
     return row_as(row, InstanceRow), row["calendar_version"]
 
 
-async def lock_instance_of_task(conn: Connection, task_id: UUID) -> tuple[InstanceRow, int] | None:
-    """`lock_instance` for the instance a task belongs to, in one round trip."""
-    row = await conn.fetchrow(
-        f"SELECT {_INSTANCE}, (SELECT version FROM workflows.calendar_version) AS calendar_version"
-        " FROM workflows.instances WHERE id = (SELECT instance_id FROM workflows.tasks WHERE id = $1) FOR UPDATE",
-        task_id,
-    )
-    if row is None:
-        return None
-    return row_as(row, InstanceRow), row["calendar_version"]
+class LockedStep(msgspec.Struct, frozen=True):
+    instance: InstanceRow
+    calendar_version: int
+    tokens: list[TokenRow]
+    tasks: list[TaskRow]
+
+
+async def lock_step_of_task(conn: Connection, task_id: UUID) -> LockedStep | None:
+    """`lock_instance` for the instance a task belongs to, with its tokens and open tasks (as
+    `work` reads them, after the lock), in one round trip (migration 0011)."""
+    found = await conn.fetchval("SELECT workflows.lock_step_of_task($1)", task_id)
+    return None if found is None else msgspec.convert(found, LockedStep)
 
 
 async def try_lock_instance(conn: Connection, instance_id: UUID) -> tuple[InstanceRow, int] | None:
@@ -333,26 +337,6 @@ async def instance_by_subject(conn: Connection, subject_kind: str, subject_id: s
         subject_id,
     )
     return row_as(row, InstanceRow) if row else None
-
-
-async def save_instance(conn: Connection, row: InstanceRow) -> None:
-    await conn.execute(
-        """
-        UPDATE workflows.instances SET status = $2, outcome = $3, vars = $4, ended_at = $5, due_at = $6,
-            remaining_s = $7, warned = $8, breached = $9, pauses = $10, version = version + 1
-        WHERE id = $1
-        """,
-        row.id,
-        row.status,
-        row.outcome,
-        row.vars,
-        row.ended_at,
-        row.due_at,
-        row.remaining_s,
-        row.warned,
-        row.breached,
-        row.pauses,
-    )
 
 
 async def work(conn: Connection, instance_id: UUID) -> tuple[list[TokenRow], list[TaskRow]]:
@@ -661,46 +645,74 @@ async def mark_timer(conn: Connection, timer_id: int, fired_at: datetime, error:
 # --- history -----------------------------------------------------------------------------------
 
 
-async def append_history(
+class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One history row before it is written (`flush` writes a step's entries in order)."""
+
+    instance_id: UUID
+    at: datetime
+    event: str
+    actor: str
+    task_id: UUID | None = None
+    actor_name: str | None = None
+    actor_role: str | None = None
+    actor_unit: str | None = None
+    action: str | None = None
+    from_state: str | None = None
+    to_state: str | None = None
+    comment: str | None = None
+    attachments: list[Any] = msgspec.field(default_factory=list)
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    due_at: datetime | None = None
+
+
+_FLUSH = """
+WITH saved AS (
+    UPDATE workflows.instances SET status = $2, outcome = $3, vars = $4, ended_at = $5, due_at = $6,
+        remaining_s = $7, warned = $8, breached = $9, pauses = $10, version = version + 1
+    WHERE $11 AND id = $1
+    RETURNING id
+), recorded AS (
+    INSERT INTO workflows.history (instance_id, task_id, at, event, actor, actor_name, actor_role,
+        actor_unit, action, from_state, to_state, comment, attachments, data, due_at)
+    SELECT h.instance_id, h.task_id, h.at, h.event, h.actor, h.actor_name, h.actor_role, h.actor_unit,
+        h.action, h.from_state, h.to_state, h.comment, h.attachments, h.data, h.due_at
+    FROM ROWS FROM (jsonb_to_recordset($12::jsonb) AS (
+        instance_id uuid, task_id uuid, at timestamptz, event text, actor text, actor_name text,
+        actor_role text, actor_unit text, action text, from_state text, to_state text, comment text,
+        attachments jsonb, data jsonb, due_at timestamptz)) WITH ORDINALITY AS h
+    ORDER BY h.ordinality
+    RETURNING seq
+), published AS ({published})
+SELECT (SELECT count(*) FROM saved), (SELECT count(*) FROM recorded), (SELECT count(*) FROM published)
+"""
+
+
+async def flush(
     conn: Connection,
+    instance: InstanceRow,
     *,
-    instance_id: UUID,
-    at: datetime,
-    event: str,
-    actor: str,
-    task_id: UUID | None = None,
-    actor_name: str | None = None,
-    actor_role: str | None = None,
-    actor_unit: str | None = None,
-    action: str | None = None,
-    from_state: str | None = None,
-    to_state: str | None = None,
-    comment: str | None = None,
-    attachments: list[Any] | None = None,
-    data: dict[str, Any] | None = None,
-    due_at: datetime | None = None,
+    instance_changed: bool,
+    history: list[HistoryEntry],
+    events: list[Event],
 ) -> None:
+    """A step's writes that nothing reads back within the step, in one round trip: the instance
+    row (when it changed), its new history entries and its events for the outbox, in order."""
+    published, staged_events = outbox.staged(events, 13)
     await conn.execute(
-        """
-        INSERT INTO workflows.history (instance_id, task_id, at, event, actor, actor_name, actor_role,
-            actor_unit, action, from_state, to_state, comment, attachments, data, due_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-        """,
-        instance_id,
-        task_id,
-        at,
-        event,
-        actor,
-        actor_name,
-        actor_role,
-        actor_unit,
-        action,
-        from_state,
-        to_state,
-        comment,
-        attachments or [],
-        data or {},
-        due_at,
+        _FLUSH.replace("{published}", published),
+        instance.id,
+        instance.status,
+        instance.outcome,
+        instance.vars,
+        instance.ended_at,
+        instance.due_at,
+        instance.remaining_s,
+        instance.warned,
+        instance.breached,
+        instance.pauses,
+        instance_changed,
+        history,
+        staged_events,
     )
 
 
