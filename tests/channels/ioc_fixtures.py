@@ -69,6 +69,8 @@ class Receiver:
         body = b""
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the sender went away before the whole request was read
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
