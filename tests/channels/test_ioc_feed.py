@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 from cloudevents.core.formats.json import JSONFormat
 from pydantic import SecretStr
@@ -96,9 +96,9 @@ async def test_every_report_and_change_is_pushed_signed_in_sequence(
     ]
     assert {e.get_subject() for e in parsed} == {case.number}
     assert {e.get_source() for e in parsed} == {"/onewindow/demo/grid"}
-    data = [e.get_data() for e in parsed]
-    assert [d["sequence"] for d in data] == [1, 2, 3]  # type: ignore[index]
-    assert [d.get("action") for d in data] == [None, "register", "to_department"]  # type: ignore[union-attr]
+    data = [cast("dict[str, Any]", e.get_data()) for e in parsed]
+    assert [d["sequence"] for d in data] == [1, 2, 3]
+    assert [d.get("action") for d in data] == [None, "register", "to_department"]
     # The log: one delivered attempt each, with a status code and a duration, and no body.
     log = await conn.fetch(
         "SELECT status_code, outcome, error, duration_ms FROM channels.ioc_delivery_attempts"
@@ -118,6 +118,7 @@ async def test_a_redelivered_outbox_event_is_stored_once(
         "SELECT id, topic, occurred_at, payload FROM onewindow.outbox WHERE payload->>'case_id' = $1",
         str(case.id),
     )
+    assert row is not None
     from onewindow.events import Envelope  # noqa: PLC0415
 
     envelope = Envelope(

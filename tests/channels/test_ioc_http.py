@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 from cloudevents.core.formats.json import JSONFormat
 
 from onewindow.db import Connection
@@ -174,7 +174,7 @@ async def test_pull_the_feed_with_the_ioc_feed_scope(
         schema, registry=refs, format_checker=jsonschema.FormatChecker()
     ).validate({**page, "events": events})
     parsed = [JSONFormat().read(None, json.dumps(e).encode()) for e in events]
-    assert [(e.get_subject(), e.get_data()["sequence"]) for e in parsed] == [  # type: ignore[index]
+    assert [(e.get_subject(), cast("dict[str, Any]", e.get_data())["sequence"]) for e in parsed] == [
         (first.number, 1),
         (first.number, 2),
         (first.number, 3),

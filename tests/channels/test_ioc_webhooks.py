@@ -50,3 +50,19 @@ def test_secrets_are_sealed_to_their_endpoint() -> None:
         webhooks.unseal(b"k" * 32, sealed, endpoint)  # another master secret
     assert webhooks.hint(secret).startswith(secret[:10])
     assert secret not in webhooks.hint(secret)
+
+
+def test_the_settings_take_the_url_and_a_whsec_secret_together() -> None:
+    from onewindow.settings import SettingsError, load_settings  # noqa: PLC0415
+
+    good = load_settings(ioc_webhook_url="https://ioc.example/in", ioc_webhook_secret=webhooks.new_secret())
+    assert good.ioc_webhook_url == "https://ioc.example/in"
+    for bad in (
+        {"ioc_webhook_url": "https://ioc.example/in"},
+        {"ioc_webhook_secret": webhooks.new_secret()},
+        {"ioc_webhook_url": "ftp://ioc.example", "ioc_webhook_secret": webhooks.new_secret()},
+        {"ioc_webhook_url": "https://ioc.example/in", "ioc_webhook_secret": "plain-secret"},
+    ):
+        with pytest.raises(SettingsError) as problem:
+            load_settings(**bad)
+        assert "plain-secret" not in str(problem.value)
