@@ -28,7 +28,7 @@ from litestar import Controller, Request, Response, delete, get, post, route
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ExceptionHandlersMap, OperationIDCreator
 
 from channels import open311_store as store
 from channels.open311_format import Format, negotiate, reply, split_format
@@ -84,6 +84,17 @@ _FIELD_NAMES: Final = {
 
 def _paths(name: str) -> list[str]:
     return [f"/{name}.json", f"/{name}.xml", f"/{name}"]
+
+
+def _operation(name: str) -> OperationIDCreator:
+    """One operation id per path of a handler served at several (`requests.json`, `.xml`, bare)."""
+
+    def operation_id(handler: Any, method: Any, components: list[Any]) -> str:
+        last = components[-1] if components and isinstance(components[-1], str) else ""
+        suffix = last.rpartition(".")[2].capitalize() if "." in last else ""
+        return name + suffix
+
+    return operation_id
 
 
 def _format(request: Request[Any, Any, Any]) -> Format:
@@ -410,7 +421,7 @@ class Open311Controller(Controller):
     tags = ["open311"]  # noqa: RUF012 - litestar's declared type
     exception_handlers = _ERROR_HANDLERS
 
-    @get(_paths("discovery"), operation_id="open311Discovery", summary="Service discovery")
+    @get(_paths("discovery"), operation_id=_operation("open311Discovery"), summary="Service discovery")
     async def discovery(
         self, request: Request[Any, Any, Any], settings: NamedDependency[Settings]
     ) -> Response[bytes]:
@@ -431,7 +442,11 @@ class Open311Controller(Controller):
         }
         return reply(_format(request), "discovery", None, body)
 
-    @get(_paths("services"), operation_id="open311Services", summary="The services citizens may report")
+    @get(
+        _paths("services"),
+        operation_id=_operation("open311Services"),
+        summary="The services citizens may report",
+    )
     async def services(
         self, request: Request[Any, Any, Any], conn: Connection, settings: NamedDependency[Settings]
     ) -> Response[bytes]:
@@ -461,7 +476,10 @@ class Open311Controller(Controller):
         return reply(_format(request), "service_definition", None, body)
 
     @post(
-        _paths("requests"), operation_id="open311CreateRequest", summary="Report a problem", status_code=201
+        _paths("requests"),
+        operation_id=_operation("open311CreateRequest"),
+        summary="Report a problem",
+        status_code=201,
     )
     async def create(
         self, request: Request[Any, Any, Any], conn: Connection, settings: NamedDependency[Settings]
@@ -549,7 +567,7 @@ class Open311Controller(Controller):
         ]
         return reply(fmt, "service_requests", "request", body, status=201)
 
-    @get(_paths("requests"), operation_id="open311Requests", summary="Find requests")
+    @get(_paths("requests"), operation_id=_operation("open311Requests"), summary="Find requests")
     async def find(
         self, request: Request[Any, Any, Any], conn: Connection, settings: NamedDependency[Settings]
     ) -> Response[bytes]:
@@ -644,7 +662,11 @@ class Open311Controller(Controller):
         body = [{"service_request_id": found.number, "token": str(found.token)}]
         return reply(_format(request), "service_requests", "request", body)
 
-    @get(_paths("servicerequestupdates"), operation_id="open311Updates", summary="Updates since a time")
+    @get(
+        _paths("servicerequestupdates"),
+        operation_id=_operation("open311Updates"),
+        summary="Updates since a time",
+    )
     async def updates(
         self, request: Request[Any, Any, Any], conn: Connection, settings: NamedDependency[Settings]
     ) -> Response[bytes]:
@@ -681,7 +703,7 @@ class Open311Controller(Controller):
 
     @post(
         _paths("servicerequestupdates"),
-        operation_id="open311PostUpdate",
+        operation_id=_operation("open311PostUpdate"),
         summary="A citizen's update",
         status_code=201,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from importlib import resources
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -18,7 +19,27 @@ from grid.cases import KIND, NewCase, Source
 from onewindow.db import Connection
 from workflows import api as workflows
 
-__all__ = ["KIND", "CaseRef", "NewCase", "Source", "case", "install", "report", "subject_kind"]
+__all__ = [
+    "KIND",
+    "CaseRef",
+    "HistoryEntry",
+    "NewCase",
+    "ServiceCategory",
+    "Source",
+    "add_note",
+    "case",
+    "case_photos",
+    "citizen_categories",
+    "citizen_reporter",
+    "external_update",
+    "find_case",
+    "find_cases",
+    "history",
+    "history_between",
+    "install",
+    "report",
+    "subject_kind",
+]
 
 
 class CaseRef(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,6 +60,7 @@ class CaseRef(msgspec.Struct, frozen=True, kw_only=True):
     closed_at: datetime | None
     duplicate_of: UUID | None
     updated_at: datetime
+    source: str | None = None
 
 
 def _ref(row: store.CaseRow) -> CaseRef:
@@ -58,6 +80,7 @@ def _ref(row: store.CaseRow) -> CaseRef:
         closed_at=row.closed_at,
         duplicate_of=row.duplicate_of,
         updated_at=row.updated_at,
+        source=row.source,
     )
 
 
@@ -88,3 +111,139 @@ async def report(
 async def case(conn: Connection, case_id: UUID) -> CaseRef | None:
     row = await store.case(conn, case_id)
     return _ref(row) if row else None
+
+
+async def citizen_reporter(conn: Connection, case_id: UUID) -> str | None:
+    """The subject of the citizen who reported the case (channels tells them how it goes); None
+    when staff reported it, or for no such case."""
+    row = await store.case(conn, case_id)
+    return row.reporter if row is not None and row.source == "citizen" else None
+
+
+# --- for channels' Open311: services, finding cases, their history, citizens' notes ---------------
+
+
+class ServiceCategory(msgspec.Struct, frozen=True, kw_only=True):
+    """A category citizens may report (an Open311 service), with the attributes a report of it
+    asks for (GeoReport v2 shape) and whether people who are not signed in may report it."""
+
+    code: str
+    kind: str
+    name_zh: str
+    name_en: str
+    department: str
+    handle_limit: str
+    severity: str
+    attributes: list[dict[str, Any]]
+    anonymous_reports: bool
+
+
+class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of a case's history; `id` is stable and grows with time."""
+
+    id: int
+    case_id: UUID
+    at: datetime
+    actor: str
+    action: str
+    from_status: str | None
+    to_status: str
+    note: str | None
+    data: dict[str, Any]
+
+
+async def citizen_categories(conn: Connection) -> list[ServiceCategory]:
+    return [
+        msgspec.convert(row, ServiceCategory, from_attributes=True)
+        for row in await store.citizen_categories(conn)
+    ]
+
+
+async def find_cases(
+    conn: Connection,
+    *,
+    categories: list[str],
+    numbers: list[str] | None = None,
+    statuses: list[str] | None = None,
+    reporter: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    offset: int = 0,
+    limit: int = 1000,
+    ids: list[UUID] | None = None,
+) -> list[CaseRef]:
+    """Cases of `categories`, newest first; the caller decides who may see them."""
+    rows = await store.find_cases(
+        conn,
+        ids=ids,
+        categories=categories,
+        numbers=numbers,
+        statuses=statuses,
+        reporter=reporter,
+        start=start,
+        end=end,
+        offset=offset,
+        limit=limit,
+    )
+    return [_ref(row) for row in rows]
+
+
+async def history(conn: Connection, case_ids: list[UUID]) -> list[HistoryEntry]:
+    """The history of each case (every source: the loop, grid itself, citizens, the IOC), by case
+    and then in the order it was written."""
+    return [
+        msgspec.convert(row, HistoryEntry, from_attributes=True)
+        for row in await store.history_entries(conn, case_ids)
+    ]
+
+
+async def history_between(
+    conn: Connection, *, categories: list[str], start: datetime, end: datetime, limit: int
+) -> list[HistoryEntry]:
+    """Every history row of cases of `categories` written in [start, end], oldest first."""
+    rows = await store.history_between(conn, categories=categories, start=start, end=end, limit=limit)
+    return [msgspec.convert(row, HistoryEntry, from_attributes=True) for row in rows]
+
+
+async def case_photos(conn: Connection, case_id: UUID) -> list[str]:
+    """The SHA-256 digests of a case's photos (served at /api/v1/grid/photos/{sha256})."""
+    return [sha256 for sha256, _ in await store.case_photos(conn, case_id)]
+
+
+async def add_note(
+    conn: Connection, case_id: UUID, *, note: str, actor: str, data: dict[str, Any] | None = None
+) -> int:
+    """Add a note (a citizen's update) to a case without moving its loop; returns the history id."""
+    return await cases.add_note(conn, case_id, note=note, actor=actor, at=workflows.now(), data=data or {})
+
+
+# --- for channels' IOC feed: an outside system's updates -------------------------------------------
+
+
+async def find_case(conn: Connection, reference: str) -> CaseRef | None:
+    """A case by its id or its number (what an outside system knows it by)."""
+    try:
+        row = await store.case(conn, UUID(reference))
+    except ValueError:
+        row = await store.case_by_number(conn, reference)
+    return _ref(row) if row else None
+
+
+async def external_update(
+    conn: Connection,
+    case_id: UUID,
+    *,
+    origin: str,
+    effect: cases.ExternalEffect,
+    note: str | None,
+    data: dict[str, Any] | None = None,
+) -> tuple[CaseRef, str | None]:
+    """An outside system (`origin`, e.g. "ioc") says how a case goes, in the caller's transaction:
+    `effect` "handled" completes the handle step if it is open, else (and for "note") the update
+    is a note in the case's history. The history row's actor is `external:<origin>`; the grid
+    event carries `origin`. Returns the case after it and the loop action taken (None: a note).
+    NotFound for no such case; RuleViolation for a closed or rejected one."""
+    row, action = await cases.external_update(
+        conn, case_id, origin=origin, effect=effect, note=note, at=workflows.now(), data=data or {}
+    )
+    return _ref(row), action

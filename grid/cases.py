@@ -363,7 +363,9 @@ class CaseKind:
             note=transition.comment,
             data={"step": step, "to": target, **({"photos": photos} if photos else {})},
         )
-        await publish(conn, _changed(case, action, before, at, transition.comment))
+        await publish(
+            conn, _changed(case, action, before, at, transition.comment, origin=origin_of(transition.actor))
+        )
 
     async def ended(self, conn: Connection, ending: workflows.Ending) -> None:
         case = await store.case(conn, UUID(ending.subject_id), lock=True)
@@ -399,7 +401,28 @@ class CaseKind:
                 await publish(conn, _closed(duplicate, ending.at))
 
 
-def _changed(case: CaseRow, action: str, before: str, at: datetime, note: str | None) -> CaseChanged:
+# --- notes from outside the loop ---------------------------------------------------------------
+
+
+async def add_note(
+    conn: Connection, case_id: UUID, *, note: str, actor: str, at: datetime, data: dict[str, Any]
+) -> int:
+    """A note on a case (a citizen's update through Open311) that does not move its loop: recorded
+    in the case's history and announced as a change with action `note`. The event carries no
+    text: a citizen's words may name people, and the history keeps them. Returns the history id."""
+    case = await store.case(conn, case_id, lock=True)
+    if case is None:
+        raise NotFound("No such case.")
+    history_id = await store.add_note(
+        conn, case.id, at=at, actor=actor, status=case.status, note=note, data=data
+    )
+    await publish(conn, _changed(case, "note", case.status, at, None))
+    return history_id
+
+
+def _changed(
+    case: CaseRow, action: str, before: str, at: datetime, note: str | None, *, origin: str | None = None
+) -> CaseChanged:
     return CaseChanged(
         case_id=case.id,
         number=case.number,
@@ -414,6 +437,7 @@ def _changed(case: CaseRow, action: str, before: str, at: datetime, note: str | 
         duplicate_of=case.duplicate_of,
         rework_count=case.rework_count,
         note=note,
+        origin=origin,
     )
 
 
@@ -426,3 +450,70 @@ def _closed(case: CaseRow, at: datetime) -> CaseClosed:
         rating=case.rating,
         rework_count=case.rework_count,
     )
+
+
+# --- updates from outside systems (the IOC) -------------------------------------------------------
+
+EXTERNAL_ACTOR: Final = "external:"
+ExternalEffect = Literal["note", "handled"]
+
+
+def origin_of(actor: str) -> str | None:
+    """The outside system behind a change (`external:ioc` -> `ioc`); None for the city's own."""
+    return actor.removeprefix(EXTERNAL_ACTOR) if actor.startswith(EXTERNAL_ACTOR) else None
+
+
+async def external_update(
+    conn: Connection,
+    case_id: UUID,
+    *,
+    origin: str,
+    effect: ExternalEffect,
+    note: str | None,
+    at: datetime,
+    data: dict[str, Any],
+) -> tuple[CaseRow, str | None]:
+    """An outside system's word on an open case, in the caller's transaction: "handled" completes
+    the handle step when that step is open (as the system `external:<origin>`, through the engine,
+    so the loop moves on to verification exactly as after a department's "handled"); anything
+    else, or "handled" at another step, is a note in the case's history. One history row either
+    way, its actor `external:<origin>`; the grid event carries `origin`. Returns the case after it
+    and the loop action taken (None for a note). A closed or rejected case is a RuleViolation."""
+    case = await store.case(conn, case_id)
+    if case is None:
+        raise NotFound("No such case.")
+    if case.status not in rules.OPEN_STATUSES and case.status != "duplicate":
+        raise RuleViolation(f"The case {case.number} is {case.status}: it takes no more updates.")
+    actor = EXTERNAL_ACTOR + origin
+    task = None
+    if effect == "handled":
+        instance = await workflows.instance_for_subject(conn, KIND, str(case.id))
+        handling = ("handle_department", "handle_worker")
+        task = next((t for t in instance.open_tasks if t.state in handling), None) if instance else None
+    if task is not None:
+        # The transition hook writes the history row and publishes CaseChanged with the origin.
+        await workflows.act(
+            conn,
+            task.id,
+            action="handled",
+            actor=workflows.Actor.system(actor),
+            comment=note or f"Resolved, as reported by {origin}.",
+        )
+    else:
+        # Not locked: the engine locks its instance before the case, and so would we, the other way.
+        await store.add_history(
+            conn,
+            case.id,
+            at=at,
+            actor=actor,
+            action="external_update",
+            from_status=case.status,
+            to_status=case.status,
+            note=note,
+            data={"origin": origin, **data},
+        )
+        await publish(conn, _changed(case, "external_update", case.status, at, note, origin=origin))
+    after = await store.case(conn, case.id)
+    if after is None:  # pragma: no cover - cases are never deleted
+        raise RuntimeError("grid invariant broken: the case vanished")
+    return after, "handled" if task is not None else None

@@ -47,6 +47,9 @@ class CaseChanged(Event, frozen=True, kw_only=True):
     duplicate_of: UUID | None = None
     rework_count: int = 0
     note: str | None = None
+    # Who outside the city made the change (`ioc` through `grid.api.external_update`); None for
+    # the city's own staff and rules. The IOC feed does not echo the IOC's own changes back to it.
+    origin: str | None = None
 
 
 class CaseClosed(Event, frozen=True, kw_only=True):
@@ -59,3 +62,4 @@ class CaseClosed(Event, frozen=True, kw_only=True):
     at: datetime
     rating: int | None
     rework_count: int
+    origin: str | None = None

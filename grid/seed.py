@@ -77,6 +77,173 @@ CATEGORIES: Final[tuple[tuple[str, str, str, str, str, str, str, str, bool], ...
 )
 
 
+def _values(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"key": key, "name": name} for key, name in pairs]
+
+
+# What a citizen's report of a category asks besides the location and description (Open311
+# service attributes, GeoReport v2 shape: every datatype appears), and whether it takes reports
+# from people who are not signed in.
+REPORTING: Final[dict[str, tuple[list[dict[str, Any]], bool]]] = {
+    "manhole_cover": (
+        [
+            {
+                "code": "cover_state",
+                "datatype": "singlevaluelist",
+                "required": True,
+                "variable": True,
+                "order": 1,
+                "description": "What is wrong with the cover?",
+                "values": _values(
+                    ("missing", "Missing"), ("broken", "Broken"), ("loose", "Loose or rocking")
+                ),
+            },
+        ],
+        True,
+    ),
+    "street_light": (
+        [
+            {
+                "code": "pole_number",
+                "datatype": "string",
+                "required": False,
+                "variable": True,
+                "order": 1,
+                "description": "The number painted on the pole, if you can read it.",
+                "datatype_description": "e.g. RL-0412",
+            },
+            {
+                "code": "lights_out",
+                "datatype": "number",
+                "required": True,
+                "variable": True,
+                "order": 2,
+                "description": "How many lights are out?",
+                "datatype_description": "a number",
+            },
+            {
+                "code": "pattern",
+                "datatype": "singlevaluelist",
+                "required": True,
+                "variable": True,
+                "order": 3,
+                "description": "What does the light do?",
+                "values": _values(
+                    ("off", "Off all night"), ("flickering", "Flickering"), ("day", "On during the day")
+                ),
+            },
+        ],
+        True,
+    ),
+    "road_damage": (
+        [
+            {
+                "code": "hazards",
+                "datatype": "multivaluelist",
+                "required": True,
+                "variable": True,
+                "order": 1,
+                "description": "What do you see? (one or more)",
+                "values": _values(
+                    ("pothole", "Pothole"),
+                    ("cracks", "Cracks"),
+                    ("subsidence", "Sunken surface"),
+                    ("debris", "Loose debris"),
+                ),
+            },
+            {
+                "code": "width_cm",
+                "datatype": "number",
+                "required": False,
+                "variable": True,
+                "order": 2,
+                "description": "About how wide is it, in centimetres?",
+            },
+        ],
+        True,
+    ),
+    "illegal_dumping": (
+        [
+            {
+                "code": "waste_type",
+                "datatype": "singlevaluelist",
+                "required": True,
+                "variable": True,
+                "order": 1,
+                "description": "What was dumped?",
+                "values": _values(
+                    ("household", "Household rubbish"),
+                    ("construction", "Construction waste"),
+                    ("bulky", "Furniture or appliances"),
+                    ("hazardous", "Chemicals or oil"),
+                ),
+            },
+            {
+                "code": "seen_at",
+                "datatype": "datetime",
+                "required": False,
+                "variable": True,
+                "order": 2,
+                "description": "When was it dumped, if you saw it?",
+                "datatype_description": "date and time with its offset, e.g. 2026-09-28T08:30:00+08:00",
+            },
+            {
+                "code": "details",
+                "datatype": "text",
+                "required": False,
+                "variable": True,
+                "order": 3,
+                "description": "Anything else that helps (a vehicle, how much).",
+            },
+        ],
+        True,
+    ),
+    "blocked_drain": (
+        [
+            {
+                "code": "water_on_road",
+                "datatype": "singlevaluelist",
+                "required": True,
+                "variable": True,
+                "order": 1,
+                "description": "Is water standing on the road?",
+                "values": _values(("yes", "Yes"), ("no", "No")),
+            },
+        ],
+        True,
+    ),
+    "fire_hazard": (
+        [
+            {
+                "code": "emergency",
+                "datatype": "text",
+                "required": False,
+                "variable": False,
+                "order": 1,
+                "description": "A fire or someone in danger: call 119 now. This form is for hazards.",
+            },
+            {
+                "code": "hazard",
+                "datatype": "singlevaluelist",
+                "required": True,
+                "variable": True,
+                "order": 2,
+                "description": "What kind of hazard?",
+                "values": _values(
+                    ("blocked_exit", "Blocked fire exit"),
+                    ("stored_fuel", "Stored fuel or gas"),
+                    ("wiring", "Dangerous wiring"),
+                    ("other", "Something else"),
+                ),
+            },
+        ],
+        True,
+    ),
+    # Vending complaints are often neighbour quarrels: only signed-in citizens report them.
+    "street_vending": ([], False),
+}
+
+
 def _jitter(i: int, j: int) -> tuple[float, float]:
     """Interior lattice points move a little (deterministically); the rim stays straight."""
     if i in (0, 4) or j in (0, 4):
@@ -141,6 +308,8 @@ async def seed_categories(conn: Connection) -> None:
         current = await store.category(conn, code)
         if current is None:
             await store.insert_category(conn, code=code, fields=fields, by="demo")
+        attributes, anonymous = REPORTING.get(code, ([], True))
+        await store.set_category_reporting(conn, code, attributes=attributes, anonymous_reports=anonymous)
 
 
 async def _actor(conn: Connection, subject: str, role: str, *units: str) -> workflows.Actor:

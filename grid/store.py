@@ -564,6 +564,144 @@ async def case_history(conn: Connection, case_id: UUID) -> list[CaseHistoryRow]:
     return rows_as(rows, CaseHistoryRow)
 
 
+class HistoryEntryRow(msgspec.Struct, frozen=True):
+    """A history row with its id (stable: what channels key a case's updates by)."""
+
+    id: int
+    case_id: UUID
+    at: datetime
+    actor: str
+    action: str
+    from_status: str | None
+    to_status: str
+    note: str | None
+    data: dict[str, Any]
+
+
+_HISTORY_ENTRY = "id, case_id, at, actor, action, from_status, to_status, note, data"
+
+
+async def history_entries(conn: Connection, case_ids: list[UUID]) -> list[HistoryEntryRow]:
+    rows = await conn.fetch(
+        f"SELECT {_HISTORY_ENTRY} FROM grid.case_history WHERE case_id = ANY($1::uuid[]) ORDER BY case_id, id",
+        case_ids,
+    )
+    return rows_as(rows, HistoryEntryRow)
+
+
+async def history_between(
+    conn: Connection, *, categories: list[str], start: datetime, end: datetime, limit: int
+) -> list[HistoryEntryRow]:
+    """History rows of cases of `categories` written in [start, end], oldest first."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {", ".join("h." + c for c in _HISTORY_ENTRY.split(", "))}
+        FROM grid.case_history h JOIN grid.cases c ON c.id = h.case_id
+        WHERE h.at >= $1 AND h.at <= $2 AND c.category = ANY($3::text[])
+        ORDER BY h.at, h.id
+        LIMIT $4
+        """,
+        start,
+        end,
+        categories,
+        limit,
+    )
+    return rows_as(rows, HistoryEntryRow)
+
+
+async def add_note(
+    conn: Connection, case_id: UUID, *, at: datetime, actor: str, status: str, note: str, data: dict[str, Any]
+) -> int:
+    """A note on a case that leaves its status as it is; the case's `updated_at` moves. The id of
+    the history row."""
+    await conn.execute(
+        "UPDATE grid.cases SET updated_at = $2, version = version + 1 WHERE id = $1", case_id, at
+    )
+    history_id: int = await conn.fetchval(
+        "INSERT INTO grid.case_history (case_id, at, actor, action, from_status, to_status, note, data)"
+        " VALUES ($1, $2, $3, 'note', $4, $4, $5, $6) RETURNING id",
+        case_id,
+        at,
+        actor,
+        status,
+        note,
+        data,
+    )
+    return history_id
+
+
+async def find_cases(
+    conn: Connection,
+    *,
+    categories: list[str],
+    numbers: list[str] | None,
+    statuses: list[str] | None,
+    reporter: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    offset: int,
+    limit: int,
+    ids: list[UUID] | None = None,
+) -> list[CaseRow]:
+    """Cases of `categories` by id, number, status, reporter and when reported; newest first."""
+    rows = await conn.fetch(
+        f"""
+        SELECT {_CASE} FROM grid.cases
+        WHERE category = ANY($1::text[])
+          AND ($2::text[] IS NULL OR number = ANY($2::text[]))
+          AND ($3::text[] IS NULL OR status = ANY($3::text[]))
+          AND ($4::text IS NULL OR reporter = $4)
+          AND ($5::timestamptz IS NULL OR reported_at >= $5)
+          AND ($6::timestamptz IS NULL OR reported_at <= $6)
+          AND ($9::uuid[] IS NULL OR id = ANY($9::uuid[]))
+        ORDER BY reported_at DESC, id DESC
+        OFFSET $7 LIMIT $8
+        """,
+        categories,
+        numbers,
+        statuses,
+        reporter,
+        start,
+        end,
+        offset,
+        limit,
+        ids,
+    )
+    return rows_as(rows, CaseRow)
+
+
+class ServiceCategoryRow(msgspec.Struct, frozen=True):
+    code: str
+    kind: str
+    name_zh: str
+    name_en: str
+    department: str
+    handle_limit: str
+    severity: str
+    attributes: list[dict[str, Any]]
+    anonymous_reports: bool
+
+
+async def citizen_categories(conn: Connection) -> list[ServiceCategoryRow]:
+    """Active categories citizens may report, with what a report of each asks for."""
+    rows = await conn.fetch(
+        "SELECT code, kind, name_zh, name_en, department, handle_limit, severity, attributes,"
+        " anonymous_reports FROM grid.categories WHERE active AND citizen_reportable ORDER BY code"
+    )
+    return rows_as(rows, ServiceCategoryRow)
+
+
+async def set_category_reporting(
+    conn: Connection, code: str, *, attributes: list[dict[str, Any]], anonymous_reports: bool
+) -> None:
+    await conn.execute(
+        "UPDATE grid.categories SET attributes = $2, anonymous_reports = $3 WHERE code = $1",
+        code,
+        attributes,
+        anonymous_reports,
+    )
+
+
 class PhotoRow(msgspec.Struct, frozen=True):
     sha256: str
     media_type: str

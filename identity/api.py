@@ -31,19 +31,24 @@ from identity.keys import KeyRing
 from identity.tokens import InvalidToken, RoleGrant, VerifiedCache, verify_access_token
 from onewindow.db import Connection
 from onewindow.errors import Forbidden, Unauthorized
+from onewindow.settings import Settings
 
 __all__ = [
+    "Contact",
     "IdentityRuntime",
     "Principal",
     "RoleGrant",
     "as_guard",
     "authenticate",
+    "contact_details",
     "current_principal",
     "holds_role",
     "require_role",
     "require_scope",
     "require_signed_in",
+    "role_holders",
     "unit_codes",
+    "unit_name",
     "unit_path",
 ]
 
@@ -290,3 +295,54 @@ async def city_path(conn: Connection) -> str | None:
     """The path of the city, the root of the organisation tree (None before it is seeded)."""
     city = await store.city_unit(conn)
     return city.path if city else None
+
+
+class Contact(msgspec.Struct, frozen=True, kw_only=True):
+    """How to reach a person (channels' notifications): personal data, never to be logged."""
+
+    subject: str
+    name: str
+    email: str | None
+    email_verified: bool
+    phone: str | None
+    phone_verified: bool
+    locale: str
+
+
+async def contact_details(conn: Connection, settings: Settings, subject: str) -> Contact | None:
+    """The name, e-mail, phone (decrypted) and locale of the person `subject`; None for a subject
+    that is no enabled person (a machine client, an anonymous reporter, a disabled account)."""
+    # registration owns the personal-data keys, and imports this module.
+    from identity.registration import PersonalData  # noqa: PLC0415
+
+    try:
+        person_id = UUID(subject)
+    except ValueError:
+        return None
+    row = await store.person_contact(conn, person_id)
+    if row is None:
+        return None
+    phone = PersonalData(settings.master_secret).open_phone(row.id, row.phone_enc) if row.phone_enc else None
+    return Contact(
+        subject=subject,
+        name=row.display_name,
+        email=row.email,
+        email_verified=row.email_verified_at is not None,
+        phone=phone,
+        phone_verified=row.phone_verified_at is not None,
+        locale=row.locale,
+    )
+
+
+async def role_holders(conn: Connection, role: str, *, within: str) -> list[str]:
+    """The subjects of the people holding `role` nearest to the unit path `within`: in that unit,
+    else in the closest unit above it that has any (who to tell about a task queued there)."""
+    return [str(person_id) for person_id in await store.nearest_role_holders(conn, role, within)]
+
+
+async def unit_name(conn: Connection, code: str, *, language: Literal["en", "zh"] = "en") -> str | None:
+    """The name of the organisation unit `code` (a department's, for Open311's agency_responsible)."""
+    unit = await store.unit_by_code(conn, code)
+    if unit is None:
+        return None
+    return unit.name_en if language == "en" else unit.name_zh

@@ -1195,3 +1195,47 @@ async def sweep_registrations(conn: Connection, *, older_than: timedelta, limit:
         limit,
     )
     return int(result.rsplit(" ", 1)[-1])
+
+
+class ContactRow(msgspec.Struct, frozen=True):
+    id: UUID
+    display_name: str
+    email: str | None
+    email_verified_at: datetime | None
+    phone_enc: bytes | None
+    phone_verified_at: datetime | None
+    locale: str
+
+
+async def person_contact(conn: Connection, person_id: UUID) -> ContactRow | None:
+    """How to reach an enabled person (the phone still encrypted); None when unknown or disabled."""
+    row = await conn.fetchrow(
+        "SELECT id, display_name, email, email_verified_at, phone_enc, phone_verified_at, locale"
+        " FROM identity.persons WHERE id = $1 AND disabled_at IS NULL",
+        person_id,
+    )
+    return msgspec.convert(row, ContactRow, from_attributes=True) if row else None
+
+
+async def nearest_role_holders(conn: Connection, role: str, unit_path: str) -> list[UUID]:
+    """The enabled people holding `role` in the unit nearest to `unit_path` that has holders: the
+    unit itself, else its parent, and so on up (a grid's task reaches its street's command centre,
+    not every command centre of the city)."""
+    rows = await conn.fetch(
+        """
+        WITH covering AS (
+            SELECT r.person_id, length(u.path) AS depth
+              FROM identity.role_assignments r
+              JOIN identity.org_units u ON u.id = r.unit_id
+              JOIN identity.persons p ON p.id = r.person_id
+             WHERE r.role = $1 AND r.revoked_at IS NULL AND p.disabled_at IS NULL
+               AND ($2 = u.path OR starts_with($2, u.path || '/'))
+        )
+        SELECT DISTINCT person_id FROM covering
+         WHERE depth = (SELECT max(depth) FROM covering)
+         ORDER BY person_id
+        """,
+        role,
+        unit_path,
+    )
+    return [r["person_id"] for r in rows]

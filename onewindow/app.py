@@ -13,6 +13,9 @@ from litestar.types import ControllerRouterHandler
 from redis.asyncio import Redis
 
 import onewindow
+from channels.ioc_http import IOC_CONTROLLERS
+from channels.notify_http import NOTIFY_CONTROLLERS
+from channels.open311 import OPEN311_CONTROLLERS
 from grid.http import GRID_CONTROLLERS
 from identity import api as identity_api
 from identity.admin import ADMIN_CONTROLLERS
@@ -49,6 +52,9 @@ def route_handlers() -> list[ControllerRouterHandler]:
         CounterController,
         *WORKFLOW_CONTROLLERS,
         *GRID_CONTROLLERS,
+        *OPEN311_CONTROLLERS,
+        *NOTIFY_CONTROLLERS,
+        *IOC_CONTROLLERS,
     ]
 
 

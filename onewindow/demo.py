@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from channels import open311_seed
 from grid import seed as grid_seed
 from identity import seed as identity_seed
 from onewindow.db import Connection, Database
@@ -26,6 +27,7 @@ SEEDERS: list[tuple[str, Seeder]] = [
     ("identity", identity_seed.seed_demo),
     ("workflows", workflows_seed.seed_demo),
     ("grid", grid_seed.seed_demo),
+    ("open311", open311_seed.seed_demo),
 ]
 
 

@@ -95,7 +95,7 @@ async def apply_migrations(settings: Settings) -> list[str]:
         )
         # A new database gets its first signing key here, so no request ever finds none.
         await ensure_key(conn, settings.master_secret, grace=token_grace(settings))
-        await install_contexts(conn)
+        await install_contexts(conn, settings)
     finally:
         await conn.close()
     for name in applied:

@@ -115,6 +115,58 @@ class Settings(BaseSettings):
         default=4 * 1_048_576, ge=1024, description="Largest offline sync batch accepted (bytes)."
     )
 
+    # Open311 GeoReport v2 (channels).
+    open311_jurisdiction_id: str | None = Field(
+        default=None,
+        description="The jurisdiction_id Open311 clients must send if they send one; unset: any is accepted.",
+    )
+    open311_rate_per_minute: int = Field(
+        default=30,
+        ge=1,
+        le=100_000,
+        description="Open311 writes (reports, updates) per source address a minute.",
+    )
+    open311_key_rate_per_minute: int = Field(
+        default=600,
+        ge=1,
+        le=1_000_000,
+        description="Open311 writes per api key a minute, unless the key has a limit of its own.",
+    )
+    demo_open311_key: SecretStr = Field(
+        default=SecretStr("open311-demo-key"), description="The demo city's Open311 api key."
+    )
+
+    # The IOC incident feed (channels): one endpoint from the settings; more through the admin API.
+    ioc_webhook_url: str | None = Field(
+        default=None,
+        description="An IOC endpoint the feed is POSTed to (upserted at start); unset: none from the settings.",
+    )
+    ioc_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Its Standard Webhooks signing secret (whsec_ and base64 of 24 to 64 bytes).",
+    )
+    ioc_max_attempts: int = Field(
+        default=12, ge=1, le=100, description="Failed POSTs of one IOC event before it is dead-lettered."
+    )
+    ioc_retry_base_seconds: float = Field(
+        default=2.0, gt=0, description="First retry delay of an IOC delivery; doubles per attempt, jittered."
+    )
+    ioc_retry_max_seconds: float = Field(
+        default=600.0, gt=0, description="Longest delay between two attempts of one IOC delivery."
+    )
+    ioc_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="Seconds an IOC endpoint has to answer one POST."
+    )
+
+    @field_validator("ioc_webhook_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        # The check is inline (the kernel imports no context); channels.webhooks parses it the same way.
+        raw = value.get_secret_value() if value is not None else ""
+        if value is not None and not re.fullmatch(r"whsec_[A-Za-z0-9+/]{32,88}={0,2}", raw):
+            raise ValueError("must be a Standard Webhooks secret: whsec_ and base64 of 24 to 64 bytes")
+        return value if raw else None
+
     # Identity and sign-on.
     public_url: str = Field(
         default="http://127.0.0.1:8000",
@@ -154,6 +206,42 @@ class Settings(BaseSettings):
     demo_console_secret: SecretStr = Field(
         default=SecretStr("console-demo-secret"), description="Client secret of the demo `console` client."
     )
+
+    # Notifications (channels): e-mail over SMTP, SMS through an HTTP gateway.
+    smtp_host: str | None = Field(
+        default=None,
+        description="SMTP server for e-mail; unset: e-mails are only logged (no address, no text).",
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP server port.")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls",
+        description="starttls (upgrade after connecting), tls (implicit, port 465) or none.",
+    )
+    smtp_user: str | None = Field(default=None, description="SMTP user name; unset: no authentication.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    mail_from: str = Field(
+        default="OneWindow <noreply@onewindow.invalid>", description="The From address of every e-mail."
+    )
+    sms_gateway_url: str | None = Field(
+        default=None,
+        description="The SMS gateway's send URL; unset: SMS are only logged (no number, no text).",
+    )
+    sms_gateway_token: SecretStr | None = Field(default=None, description="Bearer token for the SMS gateway.")
+    notify_max_attempts: int = Field(
+        default=8, ge=1, le=50, description="Failed sends of one message before it is dead."
+    )
+    notify_retry_base_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="First retry delay of a message; doubles per attempt, capped at 6 hours.",
+    )
+
+    @field_validator("ioc_webhook_url", "sms_gateway_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"https?://[^\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value or None
 
     @field_validator("timezone")
     @classmethod
@@ -216,6 +304,12 @@ class Settings(BaseSettings):
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value or None
+
+    @model_validator(mode="after")
+    def _ioc_pair(self) -> Settings:
+        if (self.ioc_webhook_url is None) != (self.ioc_webhook_secret is None):
+            raise ValueError("ONEWINDOW_IOC_WEBHOOK_URL and ONEWINDOW_IOC_WEBHOOK_SECRET go together")
+        return self
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> Settings:

@@ -18,6 +18,8 @@ from arq.connections import RedisSettings
 from arq.cron import CronJob, cron
 from arq.worker import Worker
 
+from channels import ioc_endpoints, ioc_feed, ioc_push, notify
+from channels.notify_delivery import send_notifications
 from grid import api as grid_api
 from onewindow import idempotency
 from onewindow.db import Connection, Database, PoolDatabase
@@ -49,7 +51,7 @@ async def prune_idempotency_keys(conn: Connection, settings: Settings) -> int:
 
 def functions() -> list[Callable[..., Awaitable[Any]]]:
     """Every arq task the contexts offer. Contexts add theirs here as their `jobs` modules appear."""
-    return [prune_outbox, prune_idempotency_keys, fire_deadlines]
+    return [prune_outbox, prune_idempotency_keys, fire_deadlines, send_notifications]
 
 
 def cron_jobs() -> list[CronJob]:
@@ -58,6 +60,8 @@ def cron_jobs() -> list[CronJob]:
         cron(prune_idempotency_keys, hour={3}, minute={27}, run_at_startup=False),  # type: ignore[arg-type]
         # Every minute, and at start: a worker that was off catches up on what fell due meanwhile.
         cron(fire_deadlines, second={0}, run_at_startup=True, unique=True),
+        # Notifications queued by the outbox subscriber, sent after its commit: every 5 s.
+        cron(send_notifications, second=set(range(0, 60, 5)), run_at_startup=True, unique=True),
     ]
 
 
@@ -66,21 +70,24 @@ def subject_kinds() -> list[workflows_api.SubjectKind]:
     return [grid_api.subject_kind()]
 
 
-async def install_contexts(conn: Connection) -> None:
-    """What contexts ship as data and must find in every database (grid's case loop), after the
-    migrations, in one transaction; idempotent."""
+async def install_contexts(conn: Connection, settings: Settings | None = None) -> None:
+    """What contexts ship as data and must find in every database (grid's case loop; with the
+    settings, the IOC endpoint they configure), after the migrations, in one transaction; idempotent."""
     async with conn.transaction():
         await grid_api.install(conn)
+        if settings is not None:
+            await ioc_endpoints.configure(conn, settings)
 
 
 def configure_contexts(settings: Settings) -> None:
     """Per-process set-up of the contexts that need it, in every process (HTTP and worker)."""
     workflows_api.configure(settings, subject_kinds())
+    notify.configure(settings)
 
 
 def subscriptions() -> list[Subscription]:
     """Every outbox subscriber (notifications, the IOC feed, ...). Registered here, at the root."""
-    return []
+    return [notify.subscription(), ioc_feed.subscription()]
 
 
 class BackgroundWorker:
@@ -109,6 +116,8 @@ class BackgroundWorker:
         self._tasks = [
             asyncio.create_task(self._supervise("outbox drainer", self.drainer.run)),
             asyncio.create_task(self._supervise("job queue", self._run_queue)),
+            # The IOC feed's webhooks: POSTs outside any transaction, so a loop of its own, not a job.
+            asyncio.create_task(self._supervise("ioc push", ioc_push.Pusher(self.db, self.settings).run)),
         ]
 
     async def _run_queue(self) -> None:
