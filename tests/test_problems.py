@@ -17,6 +17,7 @@ from onewindow.db import Connection
 from onewindow.events import Event
 from onewindow.outbox import publish
 from onewindow.settings import Settings
+from onewindow.text import has_control_characters
 from tests.conftest import RollbackDatabase, app_client, build_app
 
 
@@ -199,3 +200,27 @@ async def test_a_failed_request_writes_nothing(http: httpx.AsyncClient, conn: Co
     )
     assert ok.status_code == 201
     assert await conn.fetchval("SELECT count(*) FROM onewindow.outbox") == before + 1
+
+
+async def test_a_nul_byte_that_reaches_the_database_is_400_not_500(http: httpx.AsyncClient) -> None:
+    # The handler stores the code (in the outbox's jsonb), which PostgreSQL refuses with \u0000.
+    reply = await http.post(
+        "/test/applications", json={"service_code": "a\u0000b", "applicant": {"name": "Li", "age": 30}}
+    )
+    body = _problem(reply, 400, "validation")
+    assert "cannot be stored" in str(body["detail"])
+
+
+@pytest.mark.parametrize(
+    ("value", "multiline", "refused"),
+    [
+        ("Blocked drain\nat the corner\r\n\tsee photo", True, False),
+        ("Blocked drain\nat the corner", False, True),
+        ("NUL \x00 here", True, True),
+        ("bell \x07", True, True),
+        ("delete \x7f", True, True),
+        ("井盖缺失 — 请尽快处理", False, False),
+    ],
+)
+def test_control_characters_are_found(value: str, multiline: bool, refused: bool) -> None:
+    assert has_control_characters(value, multiline=multiline) is refused
