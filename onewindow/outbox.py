@@ -25,6 +25,7 @@ import msgspec
 from onewindow.db import UNREACHABLE_ON_CONNECT, Connection, Database, connect
 from onewindow.errors import Unavailable
 from onewindow.events import Envelope, Event, Subscription
+from onewindow.retry import backoff
 from onewindow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,7 @@ class DrainPolicy:
         )
 
     def retry_delay(self, attempts: int) -> float:
-        # The exponent is bounded first: 2.0 ** 1024 overflows, which would fail every batch
-        # holding an event that has failed that often (max_attempts has no upper bound).
-        return min(self.retry_base_seconds * 2.0 ** min(attempts - 1, 64), _MAX_RETRY_DELAY)
+        return backoff(attempts, base=self.retry_base_seconds, cap=_MAX_RETRY_DELAY)
 
 
 async def drain_once(db: Database, subscriptions: Sequence[Subscription], policy: DrainPolicy) -> int:
