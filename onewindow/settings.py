@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from onewindow.errors import StartupError
+from onewindow.text import http_url_problem
 
 ENV_PREFIX = "ONEWINDOW_"
 
@@ -239,8 +240,9 @@ class Settings(BaseSettings):
     @field_validator("ioc_webhook_url", "sms_gateway_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value and not re.fullmatch(r"https?://[^\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
+        problem = http_url_problem(value) if value else None
+        if problem:
+            raise ValueError(f"must be an http:// or https:// URL ({problem})")
         return value or None
 
     @field_validator("timezone")

@@ -17,7 +17,7 @@ from onewindow.db import Connection
 from onewindow.events import Event
 from onewindow.outbox import publish
 from onewindow.settings import Settings
-from onewindow.text import has_control_characters
+from onewindow.text import has_control_characters, http_url_problem
 from tests.conftest import RollbackDatabase, app_client, build_app
 
 
@@ -224,3 +224,20 @@ async def test_a_nul_byte_that_reaches_the_database_is_400_not_500(http: httpx.A
 )
 def test_control_characters_are_found(value: str, multiline: bool, refused: bool) -> None:
     assert has_control_characters(value, multiline=multiline) is refused
+
+
+@pytest.mark.parametrize(
+    ("url", "good"),
+    [
+        ("https://ioc.example/hook", True),
+        ("http://127.0.0.1:8080/events?x=1", True),
+        ("http://[::1/x", False),
+        ("http://a\x00b/", False),
+        ("http://a b/", False),
+        ("ftp://files.example/x", False),
+        ("http:///no-host", False),
+        ("https://ioc.example/" + "a" * 2000, False),
+    ],
+)
+def test_http_urls_are_checked_as_a_client_parses_them(url: str, good: bool) -> None:
+    assert (http_url_problem(url) is None) is good
