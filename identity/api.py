@@ -43,6 +43,7 @@ __all__ = [
     "contact_details",
     "current_principal",
     "holds_role",
+    "is_staff",
     "require_role",
     "require_scope",
     "require_signed_in",
@@ -260,6 +261,18 @@ async def holds_role(conn: Connection, subject: str, role: str, *, within: str) 
     return any(
         grant.role == role and grant.covers(within) for grant in await store.active_roles(conn, person_id)
     )
+
+
+async def is_staff(conn: Connection, subject: str) -> bool:
+    """Whether `subject` is an enabled person who holds a staff role now (anywhere)."""
+    try:
+        person_id = UUID(subject)
+    except ValueError:
+        return False
+    person = await store.person_by_id(conn, person_id)
+    if person is None or person.disabled_at is not None:
+        return False
+    return any(grant.role != "citizen" for grant in await store.active_roles(conn, person_id))
 
 
 async def ensure_unit(

@@ -1223,6 +1223,11 @@ async def delegate(
         raise RuleViolation(
             "Delegate to someone else.", errors=[FieldError(pointer="/delegate", detail="yourself")]
         )
+    if not await identity_api.is_staff(conn, to):
+        raise RuleViolation(
+            "Delegate to a member of staff: the delegate is no enabled person with a staff role.",
+            errors=[FieldError(pointer="/delegate", detail="not a member of staff")],
+        )
     if ends_at <= begins or ends_at <= now:
         raise RuleViolation(
             "The delegation must end after it starts, in the future.",

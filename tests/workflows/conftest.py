@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
+from identity import store as identity_store
 from identity.api import RoleGrant
 from onewindow.db import Connection
 from onewindow.settings import Settings
@@ -111,3 +112,34 @@ async def open_task(conn: Connection, instance_id: UUID, state: str | None = Non
     matching = [t for t in tasks if state is None or t.state == state]
     assert len(matching) == 1, [t.state for t in tasks]
     return matching[0]
+
+
+async def staff_member(conn: Connection, *, role: str = "officer", unit: str = "market") -> str:
+    """A real, enabled person holding `role` in the department `unit` (made under a city `demo`
+    when missing): someone a delegation can name. Returns the subject."""
+    found = await identity_store.unit_by_code(conn, unit)
+    if found is None:
+        city = await identity_store.unit_by_code(conn, "demo") or await identity_store.upsert_unit(
+            conn, code="demo", kind="city", parent=None, name_zh="市", name_en="City"
+        )
+        found = await identity_store.upsert_unit(
+            conn, code=unit, kind="department", parent=city, name_zh=unit, name_en=unit
+        )
+    person_id = uuid4()
+    made = await identity_store.insert_person(
+        conn,
+        person_id=person_id,
+        username=f"staff-{person_id.hex[:12]}",
+        display_name="Stand-in",
+        email=None,
+        email_verified=False,
+        phone_hash=None,
+        phone_enc=None,
+        phone_verified=False,
+        locale="zh",
+    )
+    assert made is not None
+    await identity_store.insert_role_assignment(
+        conn, person_id=person_id, role=role, unit_id=found.id, granted_by=None
+    )
+    return str(person_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from uuid import UUID
+from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,7 +11,16 @@ import pytest
 from identity import store as identity_store
 from onewindow.db import Connection
 from onewindow.errors import Conflict, Forbidden, NotFound, PreconditionFailed, RuleViolation
-from tests.workflows.conftest import Clock, Subjects, applicant, hooks, officer, open_task, upload
+from tests.workflows.conftest import (
+    Clock,
+    Subjects,
+    applicant,
+    hooks,
+    officer,
+    open_task,
+    staff_member,
+    upload,
+)
 from workflows import engine, store
 from workflows.api import ActionResult, Actor, InstanceView, SubjectContext
 from workflows.store import TaskRow
@@ -271,19 +280,30 @@ async def test_out_of_office_delegate_acts_on_claimed_tasks(
     started = await start(conn, "permit")
     accept = await open_task(conn, started.id)
     await engine.claim(conn, accept.id, actor=officer(subject="away"))
+    stand_in = await staff_member(conn)
     with pytest.raises(Conflict):
-        await engine.act(conn, accept.id, action="accept", actor=officer(subject="stand-in"))
+        await engine.act(conn, accept.id, action="accept", actor=officer(subject=stand_in))
+    for nobody in ("citizen-1", str(uuid4())):  # no staff role; no such person
+        with pytest.raises(RuleViolation, match="member of staff"):
+            await engine.delegate(
+                conn,
+                officer(subject="away"),
+                to=nobody,
+                starts_at=None,
+                ends_at=clock.now + timedelta(days=3),
+                reason="Leave",
+            )
     await engine.delegate(
         conn,
         officer(subject="away"),
-        to="stand-in",
+        to=stand_in,
         starts_at=None,
         ends_at=clock.now + timedelta(days=3),
         reason="Leave",
     )
-    mine = await engine.inbox(conn, officer(subject="stand-in"), view="mine")
+    mine = await engine.inbox(conn, officer(subject=stand_in), view="mine")
     assert [t.id for t in mine] == [accept.id]
-    await engine.act(conn, accept.id, action="accept", actor=officer(subject="stand-in"))
+    await engine.act(conn, accept.id, action="accept", actor=officer(subject=stand_in))
 
 
 async def test_supervisor_reassigns_with_a_reason(

@@ -13,7 +13,7 @@ from identity.keys import KeyRing
 from identity.tokens import RoleGrant, issue_access_token
 from onewindow.settings import Settings
 from tests.conftest import TEST_SECRET, RollbackDatabase, app_client, build_app
-from tests.workflows.conftest import Clock, Subjects, upload
+from tests.workflows.conftest import Clock, Subjects, staff_member, upload
 from tests.workflows.test_engine import PERMIT, start
 from workflows import engine
 
@@ -248,16 +248,20 @@ async def test_calendar_admin(http: httpx.AsyncClient, bearer: Any) -> None:
     assert (await http.delete(f"{url}/2026-10-01", headers=admin)).status_code == 404
 
 
-async def test_delegations(http: httpx.AsyncClient, bearer: Any, clock: Clock) -> None:
+async def test_delegations(http: httpx.AsyncClient, db: RollbackDatabase, bearer: Any, clock: Clock) -> None:
     me = await bearer("o1", ("officer", "demo/market"))
+    o2 = await staff_member(db.conn)
     url = "/api/v1/me/delegations"
     ends = (clock.now.replace(year=clock.now.year + 1)).isoformat()
-    made = await http.post(url, json={"delegate": "o2", "ends_at": ends, "reason": "Leave"}, headers=me)
+    made = await http.post(url, json={"delegate": o2, "ends_at": ends, "reason": "Leave"}, headers=me)
     assert made.status_code == 201, made.text
-    assert [d["delegate"] for d in (await http.get(url, headers=me)).json()] == ["o2"]
+    assert [d["delegate"] for d in (await http.get(url, headers=me)).json()] == [o2]
     past = await http.post(
-        url, json={"delegate": "o2", "ends_at": "2000-01-01T00:00:00Z", "reason": "x"}, headers=me
+        url, json={"delegate": o2, "ends_at": "2000-01-01T00:00:00Z", "reason": "x"}, headers=me
     )
     assert past.status_code == 422
+    stranger = await http.post(url, json={"delegate": "o2", "ends_at": ends, "reason": "x"}, headers=me)
+    assert stranger.status_code == 422
+    assert stranger.json()["errors"][0]["pointer"] == "/delegate"
     assert (await http.delete(f"{url}/{made.json()['id']}", headers=me)).status_code == 204
     assert (await http.get(url, headers=me)).json() == []
