@@ -10,7 +10,8 @@ sending happens in `channels.notify_delivery`, with retries. What is sent for wh
 what is deliberately not, is in docs/notifications.md.
 
 Addresses are never copied here: the subscriber asks identity whether the person can be reached
-at all (to pick the channel), and the sender asks again when it sends.
+at all (to pick the channel), and the sender asks again when it sends. Only verified addresses
+count: an e-mail address or phone number nobody proved is theirs may be someone else's.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "handle_event",
     "rating_url",
     "subscription",
+    "verified_address",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,13 +106,21 @@ class Preference(msgspec.Struct, frozen=True, kw_only=True):
     version: int
 
 
+def verified_address(contact: identity_api.Contact, channel: Literal["email", "sms"]) -> str | None:
+    """The person's address for `channel` if they proved it is theirs, else None. An unverified
+    address may be anyone's (a typo, someone else's number): nothing is ever sent to one."""
+    if channel == "email":
+        return contact.email if contact.email_verified else None
+    return contact.phone if contact.phone_verified else None
+
+
 def default_channel(contact: identity_api.Contact) -> ChannelChoice:
-    """What identity knows: a verified e-mail, else a phone, else an unverified e-mail."""
-    if contact.email and contact.email_verified:
+    """What identity knows: a verified e-mail, else a verified phone, else nothing to send to."""
+    if verified_address(contact, "email") is not None:
         return "email"
-    if contact.phone:
+    if verified_address(contact, "sms") is not None:
         return "sms"
-    return "email" if contact.email else "none"
+    return "none"
 
 
 async def effective_preference(conn: Connection, contact: identity_api.Contact) -> Preference:
@@ -128,10 +138,11 @@ async def effective_preference(conn: Connection, contact: identity_api.Contact) 
 
 
 def _reachable(contact: identity_api.Contact, wanted: ChannelChoice) -> Literal["email", "sms"] | None:
-    """The chosen channel if the person has an address for it, else the other one they have."""
+    """The chosen channel if the person has a verified address for it, else the other one they
+    have verified; None: no verified address at all."""
     order: tuple[Literal["email", "sms"], ...] = ("sms", "email") if wanted == "sms" else ("email", "sms")
     for channel in order:
-        if (contact.email if channel == "email" else contact.phone) is not None:
+        if verified_address(contact, channel) is not None:
             return channel
     return None
 
@@ -174,11 +185,11 @@ async def _add(
         language=preference.language,
         params=notice.params if channel else None,
         state="pending" if channel else "skipped",
-        last_error=None if channel else "no e-mail address or phone number",
+        last_error=None if channel else "no verified e-mail address or phone number",
     )
     if notification_id is not None:
         log.info(
-            "notification queued" if channel else "notification skipped: no address",
+            "notification queued" if channel else "notification skipped: no verified address",
             extra={"notification": str(notification_id), "template": notice.template},
         )
 

@@ -39,9 +39,12 @@ IfMatch = Annotated[
 class PreferencesReply(msgspec.Struct, frozen=True, kw_only=True):
     channel: Literal["email", "sms", "none"]
     language: Language
-    chosen: bool  # False: the default from identity (a verified e-mail: email, else a phone: sms)
+    chosen: bool  # False: the default from identity (a verified e-mail: email, else a verified phone: sms)
     email_on_file: bool
     phone_on_file: bool
+    # Messages go only to verified addresses: an unverified one may be someone else's.
+    email_verified: bool
+    phone_verified: bool
 
 
 class PreferencesUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -68,8 +71,31 @@ def _reply(preference: notify.Preference, contact: identity_api.Contact) -> Resp
         chosen=preference.chosen,
         email_on_file=contact.email is not None,
         phone_on_file=contact.phone is not None,
+        email_verified=notify.verified_address(contact, "email") is not None,
+        phone_verified=notify.verified_address(contact, "sms") is not None,
     )
     return Response(body, headers={"ETag": etag(preference.version)})
+
+
+def _check_reachable(contact: identity_api.Contact, channel: Literal["email", "sms"]) -> None:
+    """A channel is chosen only with a verified address for it: nothing goes to an unverified one."""
+    if channel == "email":
+        if contact.email is None:
+            detail, what = "no e-mail address on the account", "add one first, or choose sms"
+        elif not contact.email_verified:
+            detail, what = "the e-mail address is not verified", "verify it first, or choose sms"
+        else:
+            return
+    elif contact.phone is None:
+        detail, what = "no phone number on the account", "add one first, or choose email"
+    elif not contact.phone_verified:
+        detail, what = "the phone number is not verified", "verify it first, or choose email"
+    else:
+        return
+    raise RuleViolation(
+        f"Notifications go only to verified addresses, and {detail}: {what}.",
+        errors=[FieldError(pointer="/channel", detail=detail)],
+    )
 
 
 class PreferencesController(Controller):
@@ -88,8 +114,9 @@ class PreferencesController(Controller):
         "",
         operation_id="putNotificationPreferences",
         summary="Choose my notification channel (email, sms, none) and language (zh-CN, en)",
-        description="email needs an e-mail address on the account and sms a phone number (422 otherwise);"
-        " none: nothing is sent. An If-Match with the ETag read makes a stale change a 412.",
+        description="email needs a verified e-mail address on the account and sms a verified phone number"
+        " (422 otherwise: nothing is sent to an unverified address); none: nothing is sent."
+        " An If-Match with the ETag read makes a stale change a 412.",
     )
     async def update(
         self,
@@ -103,16 +130,8 @@ class PreferencesController(Controller):
         if if_match is not None:
             current = await store.preference(conn, contact.subject)
             check_if_match(if_match, current.version if current else 0, what="notification preference")
-        if data.channel == "email" and contact.email is None:
-            raise RuleViolation(
-                "The account has no e-mail address: add one first, or choose sms.",
-                errors=[FieldError(pointer="/channel", detail="no e-mail address on the account")],
-            )
-        if data.channel == "sms" and contact.phone is None:
-            raise RuleViolation(
-                "The account has no phone number: add one first, or choose email.",
-                errors=[FieldError(pointer="/channel", detail="no phone number on the account")],
-            )
+        if data.channel != "none":
+            _check_reachable(contact, data.channel)
         saved = await store.save_preference(
             conn, contact.subject, channel=data.channel, language=data.language
         )

@@ -7,8 +7,8 @@ the log, so it carries a status code or an exception's class, never a server's t
 servers echo the recipient's address in their replies.
 
 Identity has its own `Sender` for one-time codes (identity/senders.py): it lives below channels
-and sends within a request, so it cannot use this one; `CodeSender` below is the adapter the
-composition root can install for it, so codes go out through the same SMTP server and gateway.
+and sends within a request, so it cannot use this one, and its codes do not go through these
+senders yet.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ the middle of sending.
 from __future__ import annotations
 
 import functools
+import re
 import string
 import tomllib
 from collections.abc import Mapping
@@ -36,6 +37,9 @@ Channel = Literal["email", "sms"]
 LANGUAGES: Final[tuple[Language, ...]] = get_args(Language)
 # Filled in at send time from identity, never stored with the message.
 RECIPIENT_PARAM: Final = "name"
+# C0 controls (but tab and line feed, which `_clean` handles by the part), carriage return, DEL,
+# C1 controls and the Unicode line and paragraph separators: none reaches a message as itself.
+_CONTROL: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 # Longer SMS are split by the network into several paid parts; 300 is about five Chinese parts.
 _SMS_MAX: Final = 300
 
@@ -132,10 +136,17 @@ def template(key: str) -> Template:
     return found
 
 
-def _clean(value: object) -> str:
-    # A value is data, never markup or more placeholders: braces in it are not interpreted by
-    # format_map (it does not re-parse values), and line breaks stay out of one-line parts.
-    return str(value)
+def _clean(value: object, *, one_line: bool) -> str:
+    """A value as template text. It is data, never markup or more placeholders: braces in it are
+    not interpreted (format_map does not re-parse values). Control characters never pass (they
+    become spaces); in a one-line part (a subject, an SMS) neither do line breaks: every run of
+    white space, a line break included, becomes one space. In an e-mail body line breaks stay
+    (a rejection's reason may have several lines), as line feeds."""
+    text = str(value)
+    if one_line:
+        return " ".join(_CONTROL.sub(" ", text).split())
+    lines = _CONTROL.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n")).split("\n")
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def render(
@@ -145,10 +156,11 @@ def render(
     `KeyError` naming it (a publisher's bug, never silently an empty gap)."""
     chosen = template(key)
     variant = chosen.variants[language]
-    values = {param: _clean(params[param]) for param in chosen.params}
-    values[RECIPIENT_PARAM] = name
+    raw = {**{param: params[param] for param in chosen.params}, RECIPIENT_PARAM: name}
+    one_line = {param: _clean(value, one_line=True) for param, value in raw.items()}
     if channel == "sms":
-        text = variant.sms.format_map(values)
+        text = variant.sms.format_map(one_line)
         return Rendered(channel="sms", subject="", text=text[:_SMS_MAX])
-    subject = " ".join(variant.subject.format_map(values).split())  # no header injection by a value
-    return Rendered(channel="email", subject=subject, text=variant.body.format_map(values))
+    subject = " ".join(variant.subject.format_map(one_line).split())  # no header injection by a value
+    body = variant.body.format_map({param: _clean(value, one_line=False) for param, value in raw.items()})
+    return Rendered(channel="email", subject=subject, text=body)

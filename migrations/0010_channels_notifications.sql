@@ -3,7 +3,8 @@
 -- numbers stay in identity (the phone encrypted) and are read when a message is sent.
 
 -- A person's own choice; without a row the default comes from identity (a verified e-mail:
--- email, else a phone: sms) and the language from the person's locale.
+-- email, else a verified phone: sms, else none: nothing goes to an unverified address) and the
+-- language from the person's locale.
 CREATE TABLE channels.notification_preferences (
     person      text PRIMARY KEY,
     channel     text NOT NULL CHECK (channel IN ('email', 'sms', 'none')),
@@ -28,6 +29,10 @@ CREATE TABLE channels.notifications (
                     CHECK (state IN ('pending', 'sending', 'sent', 'failed', 'dead', 'skipped')),
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    -- Set together when a sender claims the row (`sending`): the token its outcome must carry (a
+    -- sender whose lease ran out cannot overwrite the one that took the message over) and when
+    -- the claim runs out (clock_timestamp() + the lease, the database's clock only).
+    lease           uuid,
     lease_until     timestamptz,
     last_error      text,
     sent_via        text,
@@ -42,3 +47,6 @@ CREATE TABLE channels.notifications (
 CREATE INDEX notifications_due ON channels.notifications (next_attempt_at)
     WHERE state IN ('pending', 'failed', 'sending');
 CREATE INDEX notifications_recipient ON channels.notifications (recipient, created_at);
+-- What the daily prune deletes: finished messages by the time they finished.
+CREATE INDEX notifications_done ON channels.notifications (updated_at)
+    WHERE state IN ('sent', 'skipped', 'dead');

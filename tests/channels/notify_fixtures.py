@@ -31,6 +31,7 @@ __all__ = [
     "GatewayReceiver",
     "MailReceiver",
     "events_of",
+    "make_due",
     "make_person",
     "notify_configured",
     "notify_gateway",
@@ -47,6 +48,7 @@ async def make_person(
     email: str | None = None,
     email_verified: bool = True,
     phone: str | None = None,
+    phone_verified: bool = True,
     locale: str = "zh",
 ) -> str:
     """A person as identity stores one (the phone encrypted and hashed); returns the subject."""
@@ -61,7 +63,7 @@ async def make_person(
         email_verified=email_verified,
         phone_hash=personal.phone_hash(phone) if phone else None,
         phone_enc=personal.seal_phone(person_id, phone) if phone else None,
-        phone_verified=phone is not None,
+        phone_verified=phone is not None and phone_verified,
         locale=locale,
     )
     assert row is not None
@@ -84,6 +86,15 @@ async def rows_of(conn: Connection, **where: Any) -> list[dict[str, Any]]:
     rows = await conn.fetch("SELECT * FROM channels.notifications ORDER BY created_at, id")
     found = [dict(r) for r in rows]
     return [r for r in found if all(r[k] == v for k, v in where.items())]
+
+
+async def make_due(conn: Connection) -> None:
+    """Time passes: every message waiting for a retry, or claimed, is due (its lease ran out)."""
+    await conn.execute(
+        "UPDATE channels.notifications SET next_attempt_at = clock_timestamp() - interval '1 second',"
+        " lease_until = CASE WHEN lease_until IS NOT NULL THEN clock_timestamp() - interval '1 second' END"
+        " WHERE state IN ('pending', 'failed', 'sending')"
+    )
 
 
 @pytest.fixture

@@ -63,10 +63,19 @@ async def test_defaults_come_from_identity(
     unverified = await make_person(
         conn, settings, email="c@example.org", email_verified=False, phone="+8613800000003"
     )
+    nothing_verified = await make_person(
+        conn,
+        settings,
+        email="d@example.org",
+        email_verified=False,
+        phone="+8613800000005",
+        phone_verified=False,
+    )
     expected = {
         verified: {"channel": "email", "language": "en"},
         phone_only: {"channel": "sms", "language": "zh-CN"},
         unverified: {"channel": "sms", "language": "zh-CN"},  # an unverified e-mail is not the default
+        nothing_verified: {"channel": "none", "language": "zh-CN"},  # nor is anything unverified
     }
     for subject, want in expected.items():
         reply = await notify_http.get(URL, headers=await notify_token(subject))
@@ -76,6 +85,52 @@ async def test_defaults_come_from_identity(
     assert (await notify_http.get(URL, headers=await notify_token(phone_only))).json()[
         "email_on_file"
     ] is False
+    flags = (await notify_http.get(URL, headers=await notify_token(unverified))).json()
+    assert {k: flags[k] for k in ("email_on_file", "email_verified", "phone_on_file", "phone_verified")} == {
+        "email_on_file": True,
+        "email_verified": False,
+        "phone_on_file": True,
+        "phone_verified": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("channel", "detail"),
+    [("email", "the e-mail address is not verified"), ("sms", "the phone number is not verified")],
+)
+async def test_a_channel_whose_address_is_not_verified_cannot_be_chosen(
+    notify_http: httpx.AsyncClient,
+    notify_token: Any,
+    conn: Connection,
+    settings: Settings,
+    channel: str,
+    detail: str,
+) -> None:
+    subject = await make_person(
+        conn,
+        settings,
+        email="e@example.org",
+        email_verified=False,
+        phone="+8613800000006",
+        phone_verified=False,
+    )
+    reply = await notify_http.put(
+        URL, json={"channel": channel, "language": "en"}, headers=await notify_token(subject)
+    )
+    assert reply.status_code == 422, reply.text
+    problem = reply.json()
+    assert problem["type"] == "urn:onewindow:problem:rule-violation"
+    assert "verified" in problem["detail"]
+    assert [(e["pointer"], e["detail"]) for e in problem["errors"]] == [("/channel", detail)]
+    saved = await conn.fetchval(
+        "SELECT count(*) FROM channels.notification_preferences WHERE person = $1", subject
+    )
+    assert saved == 0
+    # "none" needs no address at all.
+    quiet = await notify_http.put(
+        URL, json={"channel": "none", "language": "en"}, headers=await notify_token(subject)
+    )
+    assert quiet.status_code == 200, quiet.text
 
 
 async def test_a_person_changes_their_own_and_nobody_elses(

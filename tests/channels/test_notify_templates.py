@@ -103,6 +103,24 @@ def test_rendering_substitutes_values_as_data() -> None:
         render("case_closed", "en", "email", {"number": "GC-1"}, name="Li")
 
 
+def test_line_breaks_and_control_characters_stay_out_of_one_line_parts() -> None:
+    reason = "Not ours:\r\nthe estate's\x00 light.\u2028Call\x1b[31m them\x85."
+    params = {"number": "GC-1\nBcc: x@y", "reason": reason}
+    name = "Li\r\nX-Evil: 1"
+    sms = render("case_rejected", "en", "sms", params, name=name)
+    assert sms.text == (
+        "OneWindow: your report GC-1 Bcc: x@y was not accepted: Not ours: the estate's light. Call [31m them ."
+    )
+    mail = render("case_rejected", "en", "email", params, name=name)
+    assert mail.subject == "Your report GC-1 Bcc: x@y was not accepted"
+    # The body keeps a value's line breaks (as line feeds), never its other control characters,
+    # and the name is a value like any other.
+    assert mail.text.startswith("Dear Li\nX-Evil: 1,\n")
+    assert "The reason: Not ours:\nthe estate's  light. Call [31m them ." in mail.text
+    for part in (sms.text, mail.subject, mail.text):
+        assert not any(c in part for c in "\x00\x1b\r\x85\u2028")
+
+
 def test_identity_locales_map_to_template_languages() -> None:
     assert language_of_locale("en") == "en"
     assert language_of_locale("en-GB") == "en"
