@@ -6,6 +6,11 @@ nothing behind. What Open311 says about a request (status, status_notes, agency_
 expected_datetime, the history of updates) is read from the case each time: it follows the case
 as its loop moves, and never runs ahead of it or behind it.
 
+What is public (docs/open311.md): cases citizens reported, never those of grid workers or the
+command centre; of their history, the status changes only, each told in the city's fixed words
+for the status (`open311_rules.STATUS_TEXT`), never a staff comment. A signed-in citizen's own
+reports (`mine=true`) add the notes they wrote themselves.
+
 Errors on these routes are the specification's array of {code, description} (in the format
 asked for), not problem+json: Open311 clients parse that.
 """
@@ -19,6 +24,7 @@ import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Final
+from urllib.parse import urlencode
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -42,15 +48,17 @@ from channels.open311_rules import (
     Open311Error,
     Problem,
     attribute_values,
+    control_problems,
     extended_status,
+    form_control_problems,
     grid_statuses,
     location_problems,
     media_url_problems,
     parse_datetime,
     parse_float,
     plain_status,
+    status_text,
     submitted_attributes,
-    update_text,
 )
 from channels.open311_seed import key_digest, key_prefix, new_key
 from grid import api as grid_api
@@ -71,6 +79,8 @@ SPECIFICATION: Final = "http://wiki.open311.org/GeoReport_v2"
 CHANGESET: Final = "2026-10-01T00:00:00+00:00"
 _CLOCK_SKEW: Final = timedelta(minutes=5)
 _UPDATES_DEFAULT_WINDOW: Final = timedelta(days=1)
+# Open311 shows cases citizens reported only: grid workers' and the command centre's are internal.
+_PUBLIC_SOURCE: Final = "citizen"
 # grid's field names (its errors' JSON Pointers) as Open311 names them.
 _FIELD_NAMES: Final = {
     "/lat": "lat",
@@ -173,7 +183,26 @@ async def _form(request: Request[Any, Any, Any]) -> dict[str, list[str]]:
     for name, value in form.multi_items():
         if isinstance(value, str):
             found.setdefault(name, []).append(value)
+    problems = form_control_problems([(name, value) for name, values in found.items() for value in values])
+    if problems:
+        raise Open311Error(problems)
     return found
+
+
+async def _check_query(request: Request[Any, Any, Any]) -> None:
+    """Every Open311 route: no api key in the URL (URLs are written to access logs, proxies'
+    and browsers' histories), and no control characters in any parameter of the query or path."""
+    if "api_key" in request.query_params:
+        raise Open311Error.one(
+            400,
+            "api_key: not accepted in the URL, where it would be logged; send it in the form body of"
+            " the POST (and ask the city to replace a key that was sent in a URL)",
+        )
+    problems = control_problems(
+        [*request.query_params.multi_items(), *((k, str(v)) for k, v in request.path_params.items())]
+    )
+    if problems:
+        raise Open311Error(problems)
 
 
 def _one(form: dict[str, list[str]], name: str) -> str | None:
@@ -184,10 +213,8 @@ def _one(form: dict[str, list[str]], name: str) -> str | None:
     return value or None
 
 
-async def _api_key(
-    conn: Connection, request: Request[Any, Any, Any], form: dict[str, list[str]]
-) -> store.KeyRow:
-    raw = _one(form, "api_key") or request.query_params.get("api_key")
+async def _api_key(conn: Connection, form: dict[str, list[str]]) -> store.KeyRow:
+    raw = _one(form, "api_key")
     if not raw:
         raise Open311Error.one(403, "api_key: required to write; ask the city for a key for your app")
     key = await store.key_by_digest(conn, key_digest(raw))
@@ -267,11 +294,6 @@ def _attribute(definition: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _public(entry: grid_api.HistoryEntry) -> bool:
-    """A citizen's own update is shown to them, not to everyone: their words may name people."""
-    return not (entry.action == "note" and entry.data.get("channel") == "open311")
-
-
 class _Shaper:
     """Turns cases into Open311 requests; department names are looked up once per reply."""
 
@@ -287,35 +309,41 @@ class _Shaper:
             self.agencies[department] = await identity_api.unit_name(self.conn, department)
         return self.agencies[department] or department
 
-    def update(self, case_number: str, entry: grid_api.HistoryEntry) -> dict[str, Any]:
+    def update(self, entry: grid_api.StatusEntry) -> dict[str, Any]:
+        """A status change in the city's fixed words, or the reader's own note in theirs."""
         return {
             "update_id": str(entry.id),
-            "service_request_id": case_number,
+            "service_request_id": entry.number,
             "status": extended_status(entry.to_status),
             "updated_datetime": _when(entry.at, self.tz),
-            "description": update_text(entry.action, entry.note),
+            "description": entry.own_note if entry.own_note is not None else status_text(entry.to_status),
             "media_url": None,
         }
 
     async def requests(
-        self, cases: list[grid_api.CaseRef], *, extensions: bool, own: bool
+        self, cases: list[grid_api.CaseRef], *, extensions: bool, reporter: str | None = None
     ) -> list[dict[str, Any]]:
+        """`reporter`: the signed-in citizen whose own reports these are (their notes are shown).
+        A few queries whatever the number of cases: the requests taken, and with the extensions
+        the status history and the photos, each for every case at once."""
+        if not cases:
+            return []
         ids = [case.id for case in cases]
-        taken = await store.requests_of_cases(self.conn, ids) if ids else {}
-        history: dict[UUID, list[grid_api.HistoryEntry]] = {}
-        for entry in await grid_api.history(self.conn, ids) if ids else []:
-            if own or _public(entry):
+        taken = await store.requests_of_cases(self.conn, ids)
+        history: dict[UUID, list[grid_api.StatusEntry]] = {}
+        photos: dict[UUID, list[str]] = {}
+        if extensions:
+            for entry in await grid_api.status_history(self.conn, ids, notes_by=reporter):
                 history.setdefault(entry.case_id, []).append(entry)
+            photos = await grid_api.photos_of_cases(self.conn, ids)
         shaped = []
         for case in cases:
             request = taken.get(case.id)
-            entries = history.get(case.id, [])
-            notes = [e.note for e in entries if e.note and e.action != "note"]
             service = self.services.get(case.category)
             item: dict[str, Any] = {
                 "service_request_id": case.number,
                 "status": plain_status(case.status),
-                "status_notes": notes[-1] if notes else None,
+                "status_notes": status_text(case.status),
                 "service_name": service.name_en if service else None,
                 "service_code": case.category,
                 "description": case.description,
@@ -332,7 +360,6 @@ class _Shaper:
                 "media_url": request.media_url if request else None,
             }
             if extensions:
-                photos = await grid_api.case_photos(self.conn, case.id)
                 item["extended_attributes"] = {
                     "status": extended_status(case.status),
                     "channel": "open311" if request else (case.source or "unknown"),
@@ -342,12 +369,22 @@ class _Shaper:
                     ],
                     "photos": [
                         *([request.media_url] if request and request.media_url else []),
-                        *(f"{self.settings.public_url}/api/v1/grid/photos/{sha}" for sha in photos),
+                        *(
+                            f"{self.settings.public_url}/api/v1/grid/photos/{sha}"
+                            for sha in photos.get(case.id, [])
+                        ),
                     ],
-                    "notes": [self.update(case.number, entry) for entry in entries],
+                    "notes": [self.update(entry) for entry in history.get(case.id, [])],
                 }
             shaped.append(item)
         return shaped
+
+
+def _next_page(request: Request[Any, Any, Any], settings: Settings, number: int) -> dict[str, str]:
+    """The `Link` header (RFC 8288) to the next page of a reply that was cut at its page size."""
+    query = [(name, value) for name, value in request.query_params.multi_items() if name != "page"]
+    query.append(("page", str(number + 1)))
+    return {"Link": f'<{settings.public_url}{request.url.path}?{urlencode(query)}>; rel="next"'}
 
 
 def _ints(query: Any, name: str, default: int, *, high: int, problems: list[Problem]) -> int:
@@ -420,6 +457,7 @@ class Open311Controller(Controller):
     path = PREFIX
     tags = ["open311"]  # noqa: RUF012 - litestar's declared type
     exception_handlers = _ERROR_HANDLERS
+    before_request = staticmethod(_check_query)
 
     @get(_paths("discovery"), operation_id=_operation("open311Discovery"), summary="Service discovery")
     async def discovery(
@@ -487,7 +525,7 @@ class Open311Controller(Controller):
         fmt = _format(request)
         form = await _form(request)
         _check_jurisdiction(settings, _one(form, "jurisdiction_id"))
-        key = await _api_key(conn, request, form)
+        key = await _api_key(conn, form)
         await _within_rate(request, settings, key)
         principal = await _principal(request)
 
@@ -615,15 +653,17 @@ class Open311Controller(Controller):
             numbers=numbers,
             statuses=statuses,
             reporter=reporter,
+            source=_PUBLIC_SOURCE,
             start=start,
             end=end,
             offset=(number - 1) * size,
-            limit=size,
+            limit=size + 1,
         )
+        headers = _next_page(request, settings, number) if len(cases) > size else None
         body = await _Shaper(conn, settings, services).requests(
-            cases, extensions=extensions, own=reporter is not None
+            cases[:size], extensions=extensions, reporter=reporter
         )
-        return reply(_format(request), "service_requests", "request", body)
+        return reply(_format(request), "service_requests", "request", body, headers=headers)
 
     @get("/requests/{service_request_id:str}", operation_id="open311Request", summary="One request")
     async def one(
@@ -636,11 +676,13 @@ class Open311Controller(Controller):
         _check_jurisdiction(settings, request.query_params.get("jurisdiction_id"))
         number, _ = split_format(service_request_id)
         services = await _services(conn)
-        cases = await grid_api.find_cases(conn, categories=list(services), numbers=[number], limit=1)
+        cases = await grid_api.find_cases(
+            conn, categories=list(services), numbers=[number], source=_PUBLIC_SOURCE, limit=1
+        )
         if not cases:
             raise Open311Error.one(404, f"service_request_id: no request {number!r}")
         extensions = request.query_params.get("extensions", "").lower() == "true"
-        body = await _Shaper(conn, settings, services).requests(cases, extensions=extensions, own=False)
+        body = await _Shaper(conn, settings, services).requests(cases, extensions=extensions)
         return reply(_format(request), "service_requests", "request", body)
 
     @get("/tokens/{token:str}", operation_id="open311Token", summary="The request a token stands for")
@@ -670,36 +712,32 @@ class Open311Controller(Controller):
     async def updates(
         self, request: Request[Any, Any, Any], conn: Connection, settings: NamedDependency[Settings]
     ) -> Response[bytes]:
-        """FixMyStreet's extension: every change of every request in [start_date, end_date],
+        """FixMyStreet's extension: every status change of every request in [start_date, end_date],
         oldest first, each keyed by a stable update_id (re-reading an overlapping window gives
-        the same ids, so a client never applies one twice, nor an older one after a newer)."""
+        the same ids, so a client never applies one twice, nor an older one after a newer).
+        Paged by `page` / `page_size`: a page cut short of the window has a `Link: rel="next"`."""
         query = request.query_params
         _check_jurisdiction(settings, query.get("jurisdiction_id"))
         problems: list[Problem] = []
         start, end = _window(query, problems, default=_UPDATES_DEFAULT_WINDOW, now=workflows.now())
+        size = _ints(query, "page_size", MAX_UPDATES, high=MAX_UPDATES, problems=problems)
+        number = _ints(query, "page", 1, high=1_000_000, problems=problems)
         if problems:
             raise Open311Error(problems)
         services = await _services(conn)
-        entries = await grid_api.history_between(
-            conn, categories=list(services), start=start, end=end, limit=MAX_UPDATES * 2
+        entries = await grid_api.status_changes_between(
+            conn,
+            categories=list(services),
+            source=_PUBLIC_SOURCE,
+            start=start,
+            end=end,
+            offset=(number - 1) * size,
+            limit=size + 1,
         )
-        entries = [e for e in entries if _public(e)][:MAX_UPDATES]
-        numbers = (
-            {
-                case.id: case.number
-                for case in await grid_api.find_cases(
-                    conn,
-                    categories=list(services),
-                    ids=sorted({e.case_id for e in entries}),
-                    limit=MAX_UPDATES,
-                )
-            }
-            if entries
-            else {}
-        )
+        headers = _next_page(request, settings, number) if len(entries) > size else None
         shaper = _Shaper(conn, settings, services)
-        body = [shaper.update(numbers[e.case_id], e) for e in entries if e.case_id in numbers]
-        return reply(_format(request), "service_request_updates", "request_update", body)
+        body = [shaper.update(entry) for entry in entries[:size]]
+        return reply(_format(request), "service_request_updates", "request_update", body, headers=headers)
 
     @post(
         _paths("servicerequestupdates"),
@@ -716,14 +754,16 @@ class Open311Controller(Controller):
         fmt = _format(request)
         form = await _form(request)
         _check_jurisdiction(settings, _one(form, "jurisdiction_id"))
-        key = await _api_key(conn, request, form)
+        key = await _api_key(conn, form)
         await _within_rate(request, settings, key)
         principal = await _principal(request)
         number, description, client_id, status, updated_at, media_url = _update_fields(form)
         if number is None or description is None:  # checked above: only a bug gets here
             raise RuntimeError("open311: an update without its request passed the checks")
         services = await _services(conn)
-        cases = await grid_api.find_cases(conn, categories=list(services), numbers=[number], limit=1)
+        cases = await grid_api.find_cases(
+            conn, categories=list(services), numbers=[number], source=_PUBLIC_SOURCE, limit=1
+        )
         if not cases:
             raise Open311Error.one(404, f"service_request_id: no request {number!r}")
         case = cases[0]

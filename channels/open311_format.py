@@ -6,10 +6,15 @@ field with one element per entry (`attributes/attribute`, `values/value`, `notes
 
 The format comes from the path's extension (`.json`, `.xml`); without one, from the Accept
 header (JSON when asked for, else XML: the format every Open311 server must speak).
+
+XML 1.0 cannot carry most control characters (nor U+FFFE, U+FFFF or a lone surrogate): a reply
+with one is not well-formed, and a feed reader then fails on every request in it. Inputs refuse
+them at the edge; the writer also replaces any that reach it from elsewhere with U+FFFD.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final, Literal
 from xml.etree import ElementTree as ET
 
@@ -19,6 +24,8 @@ from litestar import Response
 Format = Literal["json", "xml"]
 JSON_TYPE: Final = "application/json; charset=utf-8"
 XML_TYPE: Final = "text/xml; charset=utf-8"
+# Everything outside XML 1.0's Char production.
+_NOT_XML: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 # A list field's name -> the element each of its entries is written as.
 _ENTRY: Final[dict[str, str]] = {
@@ -46,16 +53,21 @@ def negotiate(path: str, accept: str | None) -> Format:
     return "json" if accept and "json" in accept.lower() else "xml"
 
 
+def xml_text(value: str) -> str:
+    """`value` with every character XML 1.0 cannot carry replaced by U+FFFD."""
+    return _NOT_XML.sub("\ufffd", value)
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return xml_text(str(value))
 
 
 def _element(parent: ET.Element, name: str, value: Any) -> None:
-    child = ET.SubElement(parent, name)
+    child = ET.SubElement(parent, name)  # names are this module's callers' own field names
     if isinstance(value, dict):
         for key, inner in value.items():
             _element(child, key, inner)

@@ -1,5 +1,6 @@
-"""Open311 GeoReport v2's decisions that need no I/O: what a case's status is called there, the
-limits, and checking what a client sent (dates, the location, a service's attribute values).
+"""Open311 GeoReport v2's decisions that need no I/O: what a case's status is called there and
+what the city says about it, the limits, and checking what a client sent (control characters,
+dates, the location, a media URL, a service's attribute values).
 
 Every check collects all the problems at once: the client gets one reply naming each of them, in
 the specification's error format (`Open311Error`).
@@ -12,9 +13,10 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
+
+from onewindow.text import has_control_characters, http_url_problem
 
 # Grid's case status -> FixMyStreet's extended Open311 status (docs/open311.md). A duplicate
 # that closes with its primary becomes `closed`, so CLOSED.
@@ -36,33 +38,28 @@ MAX_DESCRIPTION: Final = 2000  # grid keeps a case's description to 2,000 charac
 MAX_ADDRESS: Final = 500
 MAX_TEXT_ATTRIBUTE: Final = 2000
 MAX_STRING_ATTRIBUTE: Final = 200
-MAX_URL: Final = 2000
 MAX_IDS: Final = 100
 DEFAULT_WINDOW_DAYS: Final = 90
 MAX_REQUESTS: Final = 1000
 MAX_UPDATES: Final = 1000
+# Form fields whose value may run over several lines; every other value is one line.
+_MULTILINE_FIELDS: Final = frozenset({"description"})
 
 DATATYPES: Final = ("string", "number", "datetime", "text", "singlevaluelist", "multivaluelist")
 
-# What an update says when the step left no note of its own.
-_ACTION_TEXT: Final[dict[str, str]] = {
-    "reported": "Report received.",
-    "register": "Registered by the command centre.",
-    "to_department": "Sent to the department responsible.",
-    "to_worker": "Sent to the grid's workers.",
-    "handled": "Work done; to be checked on site.",
-    "not_ours": "Sent back to the command centre to find who is responsible.",
-    "need_help": "Sent back to the command centre for help.",
-    "passed": "Checked on site: fixed.",
-    "failed": "Checked on site: not fixed yet, sent back.",
-    "close": "Closed by the command centre.",
-    "evaluate": "Evaluated.",
+# What the city says publicly of a case in each status: `status_notes`, and the description of
+# each status change in the notes and in servicerequestupdates. Fixed words, written by the city:
+# staff's comments on a step may name people or internal matters and are never shown.
+STATUS_TEXT: Final[dict[str, str]] = {
+    "registering": "Report received; the command centre reviews it.",
+    "dispatching": "Accepted by the command centre; being sent to those responsible.",
+    "handling": "With those responsible: work in progress.",
+    "verifying": "Reported done; to be checked on site.",
+    "closing": "Checked on site: fixed.",
+    "evaluating": "Fixed.",
     "closed": "Closed.",
-    "reject": "Not for the city to handle.",
     "rejected": "Not for the city to handle.",
     "duplicate": "Already reported: followed on the earlier report.",
-    "closed_with_primary": "Closed with the earlier report of the same problem.",
-    "note": "An update was added.",
 }
 
 
@@ -112,8 +109,39 @@ def grid_statuses(value: str) -> tuple[list[str], list[Problem]]:
     return sorted(wanted), problems
 
 
-def update_text(action: str, note: str | None) -> str:
-    return note or _ACTION_TEXT.get(action, action.replace("_", " ").capitalize() + ".")
+def status_text(status: str) -> str:
+    return STATUS_TEXT.get(status, "Updated.")
+
+
+def control_problems(
+    fields: Sequence[tuple[str, str]], *, multiline: frozenset[str] = frozenset()
+) -> list[Problem]:
+    """A problem for each field whose name or value holds a control character (NUL, the other C0
+    controls, DEL): PostgreSQL cannot store some and XML 1.0 cannot carry any. Line breaks are
+    allowed only in the values of `multiline` fields. A name with a control character is not
+    echoed back (the reply would carry it)."""
+    problems: list[Problem] = []
+    for name, value in fields:
+        if has_control_characters(name, multiline=False):
+            said = "a parameter's name holds control characters"
+        elif name in multiline and has_control_characters(value):
+            said = f"{name[:100]}: control characters are not allowed"
+        elif name not in multiline and has_control_characters(value, multiline=False):
+            said = f"{name[:100]}: one line, without control characters"
+        else:
+            continue
+        if all(p.description != said for p in problems):
+            problems.append(Problem(400, said))
+    return problems
+
+
+def form_control_problems(fields: Sequence[tuple[str, str]]) -> list[Problem]:
+    """`control_problems` of a POST's form: a description and attribute values may run over
+    several lines (a `string` attribute is checked to be one line with its datatype)."""
+    multiline = frozenset(
+        name for name, _ in fields if name in _MULTILINE_FIELDS or name.startswith("attribute[")
+    )
+    return control_problems(fields, multiline=multiline)
 
 
 def parse_datetime(name: str, value: str, problems: list[Problem]) -> datetime | None:
@@ -165,12 +193,9 @@ def location_problems(
 
 
 def media_url_problems(value: str | None) -> list[Problem]:
-    if value is None:
-        return []
-    parts = urlsplit(value)
-    if len(value) > MAX_URL or parts.scheme not in ("http", "https") or not parts.netloc:
-        return [Problem(400, "media_url: an http or https URL of at most 2000 characters")]
-    return []
+    """The kernel's one URL check (parsed as the HTTP client parses it)."""
+    problem = http_url_problem(value) if value is not None else None
+    return [Problem(400, f"media_url: {problem}")] if problem else []
 
 
 def attribute_values(
@@ -222,6 +247,9 @@ def _attribute_value(code: str, definition: dict[str, Any], given: list[str], pr
         parsed = parse_datetime(name, value, problems)
         return parsed.isoformat() if parsed else None
     limit = MAX_TEXT_ATTRIBUTE if datatype == "text" else MAX_STRING_ATTRIBUTE
+    if datatype != "text" and has_control_characters(value, multiline=False):
+        problems.append(Problem(400, f"{name}: one line, without control characters"))
+        return None
     if len(value) > limit:
         problems.append(Problem(400, f"{name}: at most {limit} characters"))
         return None

@@ -87,7 +87,10 @@ async def refused(
             400,
             "attribute[colour]: this service has no",
         ),
-        ({"media_url": "javascript:alert(1)"}, 400, "media_url: an http or https URL"),
+        ({"media_url": "javascript:alert(1)"}, 400, "media_url: an absolute http:// or https:// URL"),
+        ({"media_url": "http://photos.example/a b.jpg"}, 400, "media_url: no spaces or control characters"),
+        ({"media_url": "http://[::1/a.jpg"}, 400, "media_url: not a valid URL"),
+        ({"media_url": "https://photos.example/" + "a" * 2000}, 400, "media_url: at most 2000 characters"),
     ],
 )
 async def test_bad_reports_are_refused_in_the_spec_format_and_nothing_is_written(
@@ -273,3 +276,130 @@ async def test_a_service_without_anonymous_reports_needs_a_signed_in_citizen(
     )
     assert bad_token.status_code == 401
     assert bad_token.json()[0]["code"] == 401
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (
+            {"description": "A pothole\x00 at the crossing."},
+            "description: control characters are not allowed",
+        ),
+        (
+            {"description": "A pothole\x01 at the crossing."},
+            "description: control characters are not allowed",
+        ),
+        ({"description": "A pothole\x1b[31m"}, "description: control characters are not allowed"),
+        (
+            {"lat": None, "long": None, "address_string": "12 Riverside Road\n3rd floor"},
+            "address_string: one line",
+        ),
+        ({"lat": None, "long": None, "address_string": "12 Riverside\x00 Road"}, "address_string: one line"),
+        ({"address_id": "A-12\x7f"}, "address_id: one line"),
+        ({"service_code": "road_damage\x00"}, "service_code: one line"),
+        ({"first_name": "Li\x00"}, "first_name: one line"),
+        ({"attributes": {"hazards": ["pothole\x02"], "width_cm": "40"}}, "attribute[hazards][]: control"),
+        ({"attri\x01bute": "x"}, "a parameter's name holds control characters"),
+    ],
+)
+async def test_control_characters_are_refused_in_the_spec_format_and_nothing_is_written(
+    o311_http: httpx.AsyncClient, o311_key: str, conn: Connection, change: dict[str, Any], says: str
+) -> None:
+    """NUL cannot be stored and no C0 control can be carried by XML 1.0: each is a 400 in
+    Open311's own error array (JSON and XML), never a 500 nor a stored case that breaks a feed."""
+    before = await cases(conn)
+    data = good(o311_key, **change)
+    descriptions = await refused(o311_http, data, 400)
+    assert any(d.startswith(says) for d in descriptions), descriptions
+    reply = await o311_http.post("/open311/v2/requests.xml", data=data)
+    assert reply.status_code == 400
+    assert xml(reply).tag == "errors"  # well-formed: the name or value is not echoed raw
+    assert await cases(conn) == before
+    assert await conn.fetchval("SELECT count(*) FROM channels.open311_requests") == 0
+
+
+async def test_line_breaks_are_kept_where_text_runs_over_lines(
+    o311_http: httpx.AsyncClient, o311_key: str, conn: Connection
+) -> None:
+    """A description and a text attribute may have line breaks; a string attribute is one line."""
+    dumping = {"api_key": o311_key, "service_code": "illegal_dumping", "lat": str(LAT), "long": str(LON)}
+    ok = await o311_http.post(
+        "/open311/v2/requests.json",
+        data=form(
+            **dumping,
+            description="Bags by the gate.\r\nAnd a mattress.",
+            attributes={"waste_type": "bulky", "details": "Two bags,\nmostly paper.\tOld."},
+        ),
+    )
+    assert ok.status_code == 201, ok.text
+    number = ok.json()[0]["service_request_id"]
+    stored = await conn.fetchval("SELECT description FROM grid.cases WHERE number = $1", number)
+    assert "\n" in stored
+    light = {"api_key": o311_key, "service_code": "street_light", "lat": str(LAT), "long": str(LON)}
+    descriptions = await refused(
+        o311_http,
+        form(**light, attributes={"lights_out": "1", "pattern": "off", "pole_number": "RL\n12"}),
+        400,
+    )
+    assert descriptions == ["attribute[pole_number]: one line, without control characters"]
+
+
+async def test_control_characters_in_an_update_are_refused(
+    o311_http: httpx.AsyncClient, o311_key: str, conn: Connection
+) -> None:
+    created = await o311_http.post("/open311/v2/requests.json", data=good(o311_key))
+    number = created.json()[0]["service_request_id"]
+    notes = "SELECT count(*) FROM grid.case_history WHERE action = 'note'"
+    for change, says in [
+        ({"description": "Worse\x00 now."}, "description: control characters"),
+        ({"description": "Worse\x01 now."}, "description: control characters"),
+        ({"update_id": "fms\n77"}, "update_id: one line"),
+        ({"service_request_id": number + "\x00"}, "service_request_id: one line"),
+    ]:
+        fields = {"api_key": o311_key, "service_request_id": number, "description": "Worse now."} | change
+        descriptions = await refused(o311_http, fields, 400, path="servicerequestupdates.json")
+        assert any(d.startswith(says) for d in descriptions), descriptions
+    assert await conn.fetchval(notes) == 0
+    fine = {"api_key": o311_key, "service_request_id": number, "description": "Worse now.\nAnd wider."}
+    assert (await o311_http.post("/open311/v2/servicerequestupdates.json", data=fine)).status_code == 201
+
+
+async def test_control_characters_in_a_query_or_path_are_400(o311_http: httpx.AsyncClient) -> None:
+    for path, params in [
+        ("/open311/v2/requests.json", {"service_request_id": "GC-2026-000001\x00"}),
+        ("/open311/v2/requests.json", {"service_code": "street_light\x01"}),
+        ("/open311/v2/servicerequestupdates.json", {"start_date": "2026-09-28T00:00:00Z\n"}),
+        ("/open311/v2/requests/GC-2026-000001%00.json", {}),
+        ("/open311/v2/services.xml", {"jurisdiction_id": "\x01"}),
+    ]:
+        reply = await o311_http.get(path, params=params)
+        assert reply.status_code == 400, (path, params, reply.text)
+        if path.endswith(".xml"):
+            assert xml(reply).findtext("error/code") == "400"
+        else:
+            assert reply.json()[0]["code"] == 400
+
+
+async def test_an_api_key_in_the_url_is_refused(
+    o311_http: httpx.AsyncClient, o311_key: str, conn: Connection
+) -> None:
+    """A key in the query string lands in access logs: only the form body of a POST carries it."""
+    data = good(o311_key)
+    del data["api_key"]
+    reply = await o311_http.post("/open311/v2/requests.json", params={"api_key": o311_key}, data=data)
+    assert reply.status_code == 400
+    assert reply.json()[0]["description"].startswith("api_key: not accepted in the URL")
+    both = await o311_http.post(
+        "/open311/v2/requests.json", params={"api_key": o311_key}, data=good(o311_key)
+    )
+    assert both.status_code == 400
+    update = await o311_http.post(
+        "/open311/v2/servicerequestupdates.xml",
+        params={"api_key": o311_key},
+        data={"service_request_id": "GC-2026-000001", "description": "x"},
+    )
+    assert update.status_code == 400
+    assert xml(update).findtext("error/description").startswith("api_key: not accepted in the URL")
+    read = await o311_http.get("/open311/v2/requests.json", params={"api_key": o311_key})
+    assert read.status_code == 400
+    assert await cases(conn) == 0

@@ -1,21 +1,28 @@
 """An Open311 request follows its grid case through the loop (driven over the grid and workflow
 HTTP API, as staff do it): status, extended status, status_notes, agency_responsible,
 expected_datetime, the notes history, FixMyStreet's servicerequestupdates (GET since a time,
-POST of a citizen's update, idempotent by update_id) and a citizen's own reports."""
+paged; POST of a citizen's update, idempotent by update_id) and a citizen's own reports; what is
+public (citizens' reports, their status changes in the city's fixed words) and what is not (staff's
+comments, other sources' cases, other people's notes)."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from channels.open311_rules import STATUS_TEXT
+from grid import api as grid_api
 from grid import seed as grid_seed
+from identity.tokens import RoleGrant
 from onewindow.db import Connection
 from tests.channels.open311_fixtures import (
     CENTRE,
     CITIZEN,
     CITY_CENTRE,
     URBAN,
+    WORKER,
     Bearer,
     form,
     step,
@@ -23,6 +30,7 @@ from tests.channels.open311_fixtures import (
     xml,
 )
 from tests.workflows.conftest import Clock
+from workflows.api import Actor
 
 pytest_plugins = ["tests.channels.open311_fixtures"]
 
@@ -83,10 +91,12 @@ async def test_the_request_follows_its_case_through_the_loop(
     assert seen["expected_datetime"] is not None  # the handling deadline, in the city's time zone
     assert seen["expected_datetime"].endswith("+08:00")
     o311_clock.advance(hours=2)
-    await step(o311_http, urban, cid, "handled", comment="Lamp heads replaced.")
+    await step(o311_http, urban, cid, "handled", comment="Lamp heads replaced by Zhang Wei.")
     seen = await request(o311_http, number)
     assert (seen["status"], seen["extended_attributes"]["status"]) == ("open", "FIXED")
-    assert seen["status_notes"] == "Lamp heads replaced."
+    # The city's fixed words for the status, never the officer's comment (it may name people).
+    assert seen["status_notes"] == STATUS_TEXT["verifying"]
+    assert "Zhang Wei" not in str(seen)
     o311_clock.advance(hours=1)
     await step(o311_http, centre, cid, "passed")
     await step(o311_http, centre, cid, "close")
@@ -94,17 +104,16 @@ async def test_the_request_follows_its_case_through_the_loop(
     seen = await request(o311_http, number)
     assert (seen["status"], seen["extended_attributes"]["status"]) == ("closed", "CLOSED")
     notes = seen["extended_attributes"]["notes"]
-    # reported, register, to_department, handled, passed, close, evaluate (the loop ends in its
-    # evaluate step, so the case is still evaluating) and then closed.
-    assert [n["status"] for n in notes] == [
-        "OPEN",
-        "ACTION_SCHEDULED",
-        "IN_PROGRESS",
-        "FIXED",
-        "FIXED",
-        "FIXED",
-        "FIXED",
-        "CLOSED",
+    # The status changes only: reported, register, to_department, handled, passed, close, and
+    # closed (evaluate leaves the case evaluating, so it is not a change).
+    assert [(n["status"], n["description"]) for n in notes] == [
+        ("OPEN", STATUS_TEXT["registering"]),
+        ("ACTION_SCHEDULED", STATUS_TEXT["dispatching"]),
+        ("IN_PROGRESS", STATUS_TEXT["handling"]),
+        ("FIXED", STATUS_TEXT["verifying"]),
+        ("FIXED", STATUS_TEXT["closing"]),
+        ("FIXED", STATUS_TEXT["evaluating"]),
+        ("CLOSED", STATUS_TEXT["closed"]),
     ]
     assert [int(n["update_id"]) for n in notes] == sorted(int(n["update_id"]) for n in notes)
     closed = await o311_http.get("/open311/v2/requests.json", params={"status": "closed"})
@@ -132,7 +141,8 @@ async def test_a_rejected_report_is_not_the_citys_and_a_duplicate_says_so(
         "closed",
         "NOT_COUNCILS_RESPONSIBILITY",
     )
-    assert seen["status_notes"] == "A private courtyard light."
+    assert seen["status_notes"] == STATUS_TEXT["rejected"]
+    assert "courtyard" not in str(seen)
 
     primary = await report(o311_http, o311_key)
     await step(o311_http, centre, await case_id(conn, primary), "register")
@@ -179,9 +189,10 @@ async def test_updates_since_a_time_with_stable_ids_and_a_citizens_update(
     first = (await o311_http.get("/open311/v2/servicerequestupdates.json", params=params)).json()
     mine = [u for u in first if u["service_request_id"] == number]
     assert [(u["status"], u["description"]) for u in mine] == [
-        ("OPEN", "Report received."),
-        ("ACTION_SCHEDULED", "Crew booked for tonight."),
+        ("OPEN", STATUS_TEXT["registering"]),
+        ("ACTION_SCHEDULED", STATUS_TEXT["dispatching"]),
     ]
+    assert "Crew booked" not in str(first)
     # Re-reading an overlapping window gives the same updates with the same ids.
     again = (await o311_http.get("/open311/v2/servicerequestupdates.json", params=params)).json()
     assert again == first
@@ -232,11 +243,11 @@ async def test_updates_since_a_time_with_stable_ids_and_a_citizens_update(
     assert bad.status_code == 404
 
 
-async def test_an_outside_systems_update_shows_in_the_history_and_the_feed(
+async def test_an_outside_systems_note_stays_internal(
     o311_http: httpx.AsyncClient, o311_key: str, o311_clock: Clock, conn: Connection
 ) -> None:
-    """A history row written through grid by another channel (the IOC's updates) is an update
-    like any other: in the notes history and in servicerequestupdates."""
+    """A history row written through grid by another channel (the IOC's notes) that does not move
+    the status is not public: neither in the notes, nor status_notes, nor servicerequestupdates."""
     since = o311_clock().isoformat()
     number = await report(o311_http, o311_key)
     cid = await case_id(conn, number)
@@ -250,10 +261,12 @@ async def test_an_outside_systems_update_shows_in_the_history_and_the_feed(
     feed = (
         await o311_http.get("/open311/v2/servicerequestupdates.json", params={"start_date": since})
     ).json()
-    assert "Crew on site per IOC." in {u["description"] for u in feed if u["service_request_id"] == number}
+    assert [u["description"] for u in feed if u["service_request_id"] == number] == [
+        STATUS_TEXT["registering"]
+    ]
     seen = await request(o311_http, number)
-    assert seen["status_notes"] == "Crew on site per IOC."
-    assert "Crew on site per IOC." in {n["description"] for n in seen["extended_attributes"]["notes"]}
+    assert seen["status_notes"] == STATUS_TEXT["registering"]
+    assert "Crew on site" not in str(seen)
 
 
 async def test_a_signed_in_citizen_sees_their_own_reports_with_their_updates(
@@ -279,18 +292,147 @@ async def test_a_signed_in_citizen_sees_their_own_reports_with_their_updates(
         data=form(api_key=o311_key, service_request_id=number, description="It is getting worse."),
         headers=citizen,
     )
+    # Someone else's update on the citizen's report (another app, not signed in as them).
+    await o311_http.post(
+        "/open311/v2/servicerequestupdates.json",
+        data=form(api_key=o311_key, service_request_id=number, description="My neighbour Li Na did this."),
+    )
+    await step(
+        o311_http, await o311_bearer(CENTRE), await case_id(conn, number), "register", comment="Staff only."
+    )
     own = valid(
         "requests.json",
         (await o311_http.get("/open311/v2/requests.json", params={"mine": "true"}, headers=citizen)).json(),
     )
     assert [r["service_request_id"] for r in own] == [number]
-    assert "It is getting worse." in {n["description"] for n in own[0]["extended_attributes"]["notes"]}
+    notes = own[0]["extended_attributes"]["notes"]
+    assert [(n["status"], n["description"]) for n in notes] == [
+        ("OPEN", STATUS_TEXT["registering"]),
+        ("OPEN", "It is getting worse."),
+        ("ACTION_SCHEDULED", STATUS_TEXT["dispatching"]),
+    ]
+    assert "Li Na" not in str(own)
+    assert "Staff only" not in str(own)
+    assert own[0]["status_notes"] == STATUS_TEXT["dispatching"]
+    # The public does not see the citizen's own words either.
+    public = await request(o311_http, number)
+    assert "getting worse" not in str(public)
     assert (
         await conn.fetchval("SELECT reporter FROM grid.cases WHERE number = $1", number)
     ) == CITIZEN.subject
     anonymous = await o311_http.get("/open311/v2/requests.json", params={"mine": "true"})
     assert anonymous.status_code == 401
     assert anonymous.json()[0]["code"] == 401
+
+
+async def test_cases_staff_reported_are_not_public(
+    o311_http: httpx.AsyncClient, o311_key: str, o311_clock: Clock, conn: Connection
+) -> None:
+    """A grid worker's or the command centre's case in a citizen category is internal: not found,
+    not listed, not in the updates feed, and not open to citizens' updates."""
+    since = o311_clock().isoformat()
+    citizens = await report(o311_http, o311_key)
+    internal = []
+    for source, actor in (
+        ("worker", WORKER),
+        (
+            "command_centre",
+            Actor(
+                subject="centre-o311-x",
+                kind="person",
+                roles=(RoleGrant(role="command_centre", unit="demo", path="demo"),),
+            ),
+        ),
+    ):
+        case = await grid_api.report(
+            conn,
+            grid_api.NewCase(
+                category="street_light",
+                description=f"Internal: {source} saw the light out at No. 5, Mr Wang's door.",
+                lat=LAT,
+                lon=LON,
+            ),
+            source=source,  # type: ignore[arg-type]
+            reporter=actor.subject,
+            actor=actor,
+        )
+        internal.append(case.number)
+    listed = (await o311_http.get("/open311/v2/requests.json", params={"extensions": "true"})).json()
+    assert [r["service_request_id"] for r in listed] == [citizens]
+    assert "Mr Wang" not in str(listed)
+    for number in internal:
+        assert (await o311_http.get(f"/open311/v2/requests/{number}.json")).status_code == 404
+        by_id = await o311_http.get("/open311/v2/requests.json", params={"service_request_id": number})
+        assert by_id.json() == []
+        update = await o311_http.post(
+            "/open311/v2/servicerequestupdates.json",
+            data=form(api_key=o311_key, service_request_id=number, description="Me too."),
+        )
+        assert update.status_code == 404
+    feed = (
+        await o311_http.get("/open311/v2/servicerequestupdates.json", params={"start_date": since})
+    ).json()
+    assert {u["service_request_id"] for u in feed} == {citizens}
+
+
+async def test_updates_page_and_say_when_a_window_was_cut(
+    o311_http: httpx.AsyncClient, o311_key: str, o311_clock: Clock
+) -> None:
+    since = o311_clock().isoformat()
+    numbers = []
+    for _ in range(3):
+        numbers.append(await report(o311_http, o311_key))
+        o311_clock.advance(minutes=1)
+    params = {"start_date": since, "page_size": "2"}
+    first = await o311_http.get("/open311/v2/servicerequestupdates.json", params=params)
+    assert [u["service_request_id"] for u in first.json()] == numbers[:2]
+    link = first.headers["link"]
+    assert link.endswith('; rel="next"')
+    following = link[1 : link.index(">")]
+    assert "page=2" in following
+    assert "page_size=2" in following
+    parts = urlsplit(following)
+    second = await o311_http.get(f"{parts.path}?{parts.query}")
+    assert second.status_code == 200, second.text
+    assert [u["service_request_id"] for u in second.json()] == numbers[2:]
+    assert "link" not in second.headers
+    whole = await o311_http.get("/open311/v2/servicerequestupdates.xml", params={"start_date": since})
+    assert "link" not in whole.headers
+    assert len(xml(whole).findall("request_update")) == 3
+    bad = await o311_http.get(
+        "/open311/v2/servicerequestupdates.json", params={"start_date": since, "page_size": "0"}
+    )
+    assert bad.status_code == 400
+
+
+async def test_finding_requests_costs_the_same_few_queries_for_many_cases(
+    o311_http: httpx.AsyncClient, o311_key: str, o311_clock: Clock, conn: Connection
+) -> None:
+    """With the extensions, a reply of many cases reads their history and their photos once each,
+    not once per case."""
+    queries: list[str] = []
+
+    def record(query: Any) -> None:
+        queries.append(query.query)
+
+    async def reads(count: int) -> dict[str, int]:
+        queries.clear()
+        conn.add_query_logger(record)
+        try:
+            reply = await o311_http.get(
+                "/open311/v2/requests.json", params={"extensions": "true", "page_size": str(count)}
+            )
+        finally:
+            conn.remove_query_logger(record)
+        assert len(reply.json()) == count
+        return {
+            table: sum(table in q for q in queries) for table in ("grid.case_history", "grid.case_photos")
+        }
+
+    for _ in range(5):
+        await report(o311_http, o311_key)
+        o311_clock.advance(minutes=1)
+    assert await reads(1) == await reads(5) == {"grid.case_history": 1, "grid.case_photos": 1}
 
 
 async def test_requests_default_to_the_last_90_days_and_page(

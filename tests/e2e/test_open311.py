@@ -15,6 +15,7 @@ import httpx
 import pytest
 from defusedxml import ElementTree  # type: ignore[import-untyped]  # no stubs in the dev dependencies
 
+from channels.open311_rules import STATUS_TEXT
 from grid import seed as grid_seed
 from onewindow.settings import Settings
 from tests.channels.open311_fixtures import valid
@@ -109,13 +110,14 @@ def test_an_open311_client_reports_and_follows_a_problem(server: tuple[str, str]
         seen = extended(http, number)
         assert seen["extended_attributes"]["status"] == "IN_PROGRESS"
         assert seen["expected_datetime"] is not None
-        step(http, urban, number, "handled", comment="Patched with hot asphalt.")
+        step(http, urban, number, "handled", comment="Patched with hot asphalt by crew 7.")
         seen = extended(http, number)
         assert (seen["status"], seen["extended_attributes"]["status"], seen["status_notes"]) == (
             "open",
             "FIXED",
-            "Patched with hot asphalt.",
+            STATUS_TEXT["verifying"],  # the city's words for the status, never staff's comment
         )
+        assert "crew 7" not in str(seen)
         step(http, centre, number, "passed")
         step(http, centre, number, "close")
         step(http, centre, number, "evaluate", data={"rating": 5})
@@ -149,6 +151,10 @@ def test_an_open311_client_reports_and_follows_a_problem(server: tuple[str, str]
             u["update_id"] for u in feed
         ]
 
+        assert "Thanks, looks good." not in str(feed)  # a citizen's words are not public
+
         refused = http.post("/open311/v2/requests.json", data={**fields, "api_key": "wrong"})
         assert refused.status_code == 403
         assert refused.json()[0]["code"] == 403
+        in_url = http.post("/open311/v2/requests.json", params={"api_key": DEMO_KEY}, data=fields)
+        assert in_url.status_code == 400
