@@ -19,13 +19,15 @@ import msgspec
 from channels import ioc_store as store
 from channels import webhooks
 from onewindow.db import Connection
-from onewindow.errors import FieldError, NotFound, RuleViolation, ValidationFailed
+from onewindow.errors import FieldError, NotFound, RuleViolation, StartupError, ValidationFailed
 from onewindow.settings import Settings
+from onewindow.text import MAX_URL, has_control_characters, http_url_problem
 
 CONFIGURED_NAME: Final = "IOC (from the settings)"
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Url = Annotated[str, msgspec.Meta(min_length=8, max_length=2000, pattern=r"^https?://[^\s/?#]+[^\s]*$")]
+# Checked further by `_check` (onewindow.text.http_url_problem: as the HTTP client parses it).
+Url = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL)]
 # A whsec_ secret to use, or "generate" for a new one (shown once in the reply).
 SecretInput = Annotated[str, msgspec.Meta(min_length=8, max_length=200)]
 
@@ -68,6 +70,19 @@ class EndpointView(msgspec.Struct, frozen=True, kw_only=True):
     secrets: list[SecretView]
     # Present only in the reply that generated it: store it now, it is never shown again.
     new_secret: str | None = None
+
+
+def _check(name: str | None, url: str | None) -> None:
+    """What the types cannot say: a name is one line of text, a URL one the HTTP client can call
+    (a stored URL it refuses would fail every attempt of every delivery to it)."""
+    errors = []
+    if name is not None and has_control_characters(name, multiline=False):
+        errors.append(FieldError(pointer="/name", detail="no control characters or line breaks"))
+    problem = http_url_problem(url) if url is not None else None
+    if problem is not None:
+        errors.append(FieldError(pointer="/url", detail=problem))
+    if errors:
+        raise ValidationFailed("The endpoint cannot be saved as it is; see errors.", errors=errors)
 
 
 def _secret(value: str, pointer: str) -> str:
@@ -119,6 +134,7 @@ async def _add_secret(conn: Connection, settings: Settings, endpoint_id: UUID, s
 
 
 async def create(conn: Connection, settings: Settings, new: NewEndpoint, *, by: str) -> EndpointView:
+    _check(new.name, new.url)
     secret = _secret(new.secret, "/secret")
     row = await store.insert_endpoint(
         conn, endpoint_id=uuid.uuid4(), name=new.name, url=new.url, configured=False, by=by
@@ -143,6 +159,7 @@ async def change(
 ) -> EndpointView:
     """Apply `change` to the (locked, version-checked) endpoint `row`."""
     now = datetime.now(UTC)
+    _check(change.name, change.url)
     secret = _secret(change.add_secret, "/add_secret") if change.add_secret is not None else None
     active = {s.id for s in await store.secrets_of(conn, [row.id], active_only=True)}
     unknown = [
@@ -192,10 +209,20 @@ async def configure(
 ) -> Literal["none", "created", "updated", "unchanged"]:
     """At start: the endpoint of ONEWINDOW_IOC_WEBHOOK_URL / _SECRET exists, has that URL, and the
     secret is among its active ones (a new secret in the settings joins the old one, which an
-    admin retires when the IOC has switched: a rotation). Idempotent."""
+    admin retires when the IOC has switched: a rotation). Idempotent, and safe when several
+    processes start at once (one at a time, under a lock held to the caller's commit)."""
     if settings.ioc_webhook_url is None or settings.ioc_webhook_secret is None:
         return "none"
     url, secret = settings.ioc_webhook_url, settings.ioc_webhook_secret.get_secret_value()
+    # The settings' validators check both; a Settings copied with new values skips them.
+    problem = http_url_problem(url)
+    if problem is not None:
+        raise StartupError(f"ONEWINDOW_IOC_WEBHOOK_URL: {problem}")
+    try:
+        webhooks.secret_bytes(secret)
+    except webhooks.BadSecret as bad:
+        raise StartupError(f"ONEWINDOW_IOC_WEBHOOK_SECRET: {bad}") from None
+    await store.lock_configured(conn)
     row = await store.configured_endpoint(conn)
     if row is None:
         row = await store.insert_endpoint(

@@ -1,15 +1,21 @@
 """The IOC feed: every report and change of a grid case, once, as a CloudEvents 1.0 event.
 
 An outbox subscriber (`subscription()`, registered at the composition root) turns each
-`grid.case.*` event into a CloudEvent with the incident's next `sequence`, stores it in the feed
-and adds one pending delivery per enabled endpoint, all in the drainer's transaction: the feed,
-the deliveries and the outbox's record of the delivery commit together, so nothing is lost and
-nothing is stored twice. `channels.ioc_push` then POSTs the deliveries; an IOC that was away
-reads the same events back with `page()` (GET /ioc/v1/events).
+`grid.case.*` event into a CloudEvent, stores it in the feed and adds one pending delivery per
+enabled endpoint, all in the drainer's transaction: the feed, the deliveries and the outbox's
+record of the delivery commit together, so nothing is lost and nothing is stored twice.
+`channels.ioc_push` then POSTs the deliveries; an IOC that was away reads the same events back
+with `page()` (GET /ioc/v1/events).
 
-Changes the IOC made itself (`origin == "ioc"`, through POST /ioc/v1/incidents/{id}/updates)
-are not in the feed at all: they are not echoed back, and the incidents' sequences stay without
-gaps. The IOC learns their effect on the loop from that request's reply.
+The CloudEvent's `sequence` is grid's own number of the event within its case, taken under the
+case's row lock when the change was written: it follows the order the changes happened, not the
+order the outbox hands the events on in. Changes the IOC made itself (`origin == "ioc"`, through
+POST /ioc/v1/incidents/{id}/updates) are not in the feed at all (not echoed back), so an
+incident's sequence has a gap where they were. The IOC learns their effect on the loop from that
+request's reply.
+
+The feed is a projection for a system outside the city: staff's words (a transition's comment,
+grid's `note`) are not in it; the IOC reads statuses.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ SUBSCRIBER: Final = "ioc-feed"
 TOPICS: Final = ("grid.case.reported", "grid.case.changed", "grid.case.closed")
 TYPE_PREFIX: Final = "city.onewindow."
 ECHO_ORIGIN: Final = "ioc"
+# Grid event fields the IOC does not get: staff's free text.
+NOT_PROJECTED: Final = frozenset({"note"})
 # NOTIFY channel: wakes the pushers when a transaction that added deliveries commits.
 WAKE_CHANNEL: Final = "onewindow_ioc"
 
@@ -42,19 +50,24 @@ async def source(conn: Connection) -> str:
     return f"/onewindow/{city or 'city'}/grid"
 
 
-def cloudevent(envelope: Envelope, *, sequence: int, source: str) -> dict[str, Any]:
-    """The structured-mode CloudEvent of one grid event (docs/ioc-feed/*.json are its schemas)."""
-    data: dict[str, Any] = {"sequence": sequence}
+def cloudevent(envelope: Envelope, *, source: str) -> dict[str, Any]:
+    """The structured-mode CloudEvent of one grid event (docs/ioc-feed/*.json are its schemas).
+    `time` is the grid event's own time: a change's `at` (as in the case's history), a report's
+    `reported_at`."""
+    payload = envelope.payload
+    data: dict[str, Any] = {"sequence": int(payload["sequence"])}
     data.update(
-        (key, value) for key, value in envelope.payload.items() if not (key == "origin" and value is None)
+        (key, value)
+        for key, value in payload.items()
+        if key not in NOT_PROJECTED and not (key == "origin" and value is None)
     )
     event: dict[str, Any] = {
         "specversion": "1.0",
         "id": str(envelope.id),
         "source": source,
         "type": TYPE_PREFIX + envelope.topic,
-        "subject": str(envelope.payload["number"]),
-        "time": envelope.occurred_at,
+        "subject": str(payload["number"]),
+        "time": payload.get("at") or payload["reported_at"],
         "datacontenttype": "application/json",
         "data": data,
     }
@@ -63,15 +76,15 @@ def cloudevent(envelope: Envelope, *, sequence: int, source: str) -> dict[str, A
 
 
 async def record(conn: Connection, envelope: Envelope) -> None:
-    """The subscriber: store the event once with the incident's next sequence, and its deliveries."""
+    """The subscriber: store the event once, with its deliveries."""
     if envelope.payload.get("origin") == ECHO_ORIGIN:
         return
     case_id = UUID(str(envelope.payload["case_id"]))
     await store.lock_feed(conn)
     if await store.event_recorded(conn, envelope.id):
         return
-    sequence = await store.next_sequence(conn, case_id)
-    event = cloudevent(envelope, sequence=sequence, source=await source(conn))
+    event = cloudevent(envelope, source=await source(conn))
+    sequence: int = event["data"]["sequence"]
     position = await store.insert_event(
         conn, event_id=envelope.id, case_id=case_id, sequence=sequence, type_=event["type"], cloudevent=event
     )

@@ -26,6 +26,7 @@ from grid import api as grid_api
 from onewindow.db import Connection
 from onewindow.errors import Conflict, FieldError, NotFound, RuleViolation, ValidationFailed
 from onewindow.idempotency import KeyReused, fingerprint
+from onewindow.text import has_control_characters
 
 ORIGIN: Final = "ioc"
 _CLOCK_SKEW: Final = timedelta(minutes=5)
@@ -62,6 +63,11 @@ async def receive(
     conn: Connection, *, client_id: str, reference: str, update: IncidentUpdate
 ) -> tuple[bool, UpdateReply]:
     """Apply (or recognise) one update in the caller's transaction: (new?, the reply)."""
+    if update.note is not None and has_control_characters(update.note):
+        raise ValidationFailed(
+            "The note cannot hold control characters.",
+            errors=[FieldError(pointer="/note", detail="no NUL or other control characters")],
+        )
     case = await grid_api.find_case(conn, reference)
     if case is None:
         raise NotFound("No such incident.")

@@ -10,9 +10,12 @@ import msgspec
 
 from onewindow.db import Connection, row_as, rows_as
 
-# pg_advisory_xact_lock keys: the feed's append lock, and one per incident for inbound updates.
+# pg_advisory_xact_lock keys: the feed's append lock, one per incident for inbound updates, the
+# settings' endpoint, and the seed of the per-lane (endpoint, incident) keys.
 _FEED_LOCK: Final = 7_309_001
 _UPDATE_LOCK: Final = 7_309_002
+_CONFIGURE_LOCK: Final = 7_309_003
+_LANE_SEED: Final = 7_309_004
 
 # --- endpoints -----------------------------------------------------------------------------------
 
@@ -66,6 +69,12 @@ async def endpoint(conn: Connection, endpoint_id: UUID, *, lock: bool = False) -
         endpoint_id,
     )
     return row_as(row, EndpointRow) if row else None
+
+
+async def lock_configured(conn: Connection) -> None:
+    """Held to the end of the transaction: processes starting at once configure the settings'
+    endpoint one after the other (the second finds the first's row instead of inserting another)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _CONFIGURE_LOCK)
 
 
 async def configured_endpoint(conn: Connection) -> EndpointRow | None:
@@ -164,15 +173,6 @@ async def event_recorded(conn: Connection, event_id: UUID) -> bool:
     return found
 
 
-async def next_sequence(conn: Connection, case_id: UUID) -> int:
-    sequence: int = await conn.fetchval(
-        "INSERT INTO channels.ioc_incidents AS i (case_id, last_sequence) VALUES ($1, 1)"
-        " ON CONFLICT (case_id) DO UPDATE SET last_sequence = i.last_sequence + 1 RETURNING last_sequence",
-        case_id,
-    )
-    return sequence
-
-
 async def insert_event(
     conn: Connection, *, event_id: UUID, case_id: UUID, sequence: int, type_: str, cloudevent: dict[str, Any]
 ) -> int:
@@ -189,15 +189,89 @@ async def insert_event(
 
 
 async def add_deliveries(conn: Connection, *, position: int, case_id: UUID, sequence: int) -> int:
-    """One pending delivery of the event per enabled endpoint."""
-    result: str = await conn.execute(
-        "INSERT INTO channels.ioc_deliveries (endpoint_id, event_position, case_id, sequence)"
-        " SELECT id, $1, $2, $3 FROM channels.ioc_endpoints WHERE enabled",
+    """One pending delivery of the event per enabled endpoint, each waiting in its lane; then each
+    lane without a head gets one (this delivery, or an earlier one of the incident that arrived
+    late). How many deliveries were added."""
+    rows = await conn.fetch(
+        "INSERT INTO channels.ioc_deliveries (endpoint_id, event_position, case_id, sequence, next_attempt_at)"
+        " SELECT id, $1, $2, $3, 'infinity' FROM channels.ioc_endpoints WHERE enabled RETURNING endpoint_id",
         position,
         case_id,
         sequence,
     )
-    return int(result.rsplit(maxsplit=1)[-1])
+    lanes = [(row["endpoint_id"], case_id) for row in rows]
+    await _lock_lanes(conn, lanes)
+    await _release(conn, lanes)
+    return len(lanes)
+
+
+# --- lanes: per (endpoint, incident), one delivery at a time, in `sequence` order ------------------
+# Every change of which delivery heads a lane (adding one, finishing the head, replaying dead
+# ones) holds the lane's advisory lock, taken in a statement of its own before the change: under
+# READ COMMITTED each later statement then sees what the previous holder committed. Several lanes
+# are locked in a stable order; the feed's writers (the drainer, replays) hold the feed lock first,
+# and a pusher finishing a delivery holds one lane only, so the locks cannot deadlock.
+
+
+async def _lock_lanes(conn: Connection, lanes: list[tuple[UUID, UUID]]) -> None:
+    if lanes:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(l.endpoint_id::text || l.case_id::text, $3))"
+            " FROM unnest($1::uuid[], $2::uuid[]) AS l(endpoint_id, case_id)"
+            " ORDER BY l.endpoint_id, l.case_id",
+            [endpoint_id for endpoint_id, _ in lanes],
+            [case_id for _, case_id in lanes],
+            _LANE_SEED,
+        )
+
+
+# A head that is not being sent (not leased, or its worker's lease ran out) steps back behind a
+# waiting delivery of a lower sequence: an event that reached the feed late (its outbox delivery
+# was retried) still goes first when it can. A head being sent is left alone (the claim re-checks
+# its row after this, and the other way round: the lease condition is evaluated on the row as
+# locked), and the late event follows it.
+_DEMOTE = """
+UPDATE channels.ioc_deliveries d SET next_attempt_at = 'infinity', lease = NULL, leased_until = NULL
+FROM (SELECT DISTINCT endpoint_id, case_id FROM unnest($1::uuid[], $2::uuid[]) AS l(endpoint_id, case_id)) lane
+WHERE d.endpoint_id = lane.endpoint_id AND d.case_id = lane.case_id AND d.state = 'pending'
+  AND d.next_attempt_at <> 'infinity' AND (d.lease IS NULL OR d.leased_until < clock_timestamp())
+  AND EXISTS (
+      SELECT 1 FROM channels.ioc_deliveries w
+      WHERE w.endpoint_id = d.endpoint_id AND w.case_id = d.case_id AND w.state = 'pending'
+        AND w.next_attempt_at = 'infinity' AND w.sequence < d.sequence
+  )
+"""
+
+# A lane without a head (no pending delivery that is due, leased or waiting for a retry): its
+# waiting delivery with the lowest sequence becomes the head, due now.
+_RELEASE = """
+WITH lane AS (
+    SELECT DISTINCT l.endpoint_id, l.case_id FROM unnest($1::uuid[], $2::uuid[]) AS l(endpoint_id, case_id)
+), first AS (
+    SELECT DISTINCT ON (w.endpoint_id, w.case_id) w.id, w.next_attempt_at
+    FROM lane JOIN channels.ioc_deliveries w
+      ON w.endpoint_id = lane.endpoint_id AND w.case_id = lane.case_id AND w.state = 'pending'
+    ORDER BY w.endpoint_id, w.case_id, w.sequence
+)
+UPDATE channels.ioc_deliveries d SET next_attempt_at = clock_timestamp()
+FROM first
+WHERE d.id = first.id AND first.next_attempt_at = 'infinity'
+  AND NOT EXISTS (
+      SELECT 1 FROM channels.ioc_deliveries h
+      WHERE h.endpoint_id = d.endpoint_id AND h.case_id = d.case_id AND h.state = 'pending'
+        AND h.next_attempt_at <> 'infinity'
+  )
+"""
+
+
+async def _release(conn: Connection, lanes: list[tuple[UUID, UUID]], *, reorder: bool = True) -> None:
+    """Give each lane its head: the lowest sequence pending (`reorder`: even if that means taking
+    the turn from a head not being sent). The caller holds the lanes' locks."""
+    if lanes:
+        endpoint_ids, case_ids = [e for e, _ in lanes], [c for _, c in lanes]
+        if reorder:
+            await conn.execute(_DEMOTE, endpoint_ids, case_ids)
+        await conn.execute(_RELEASE, endpoint_ids, case_ids)
 
 
 class FeedRow(msgspec.Struct, frozen=True):
@@ -221,42 +295,54 @@ class ClaimRow(msgspec.Struct, frozen=True):
     id: UUID
     lease: UUID
     endpoint_id: UUID
+    case_id: UUID
     url: str
     attempts: int
     event_id: UUID
     cloudevent: dict[str, Any]
 
 
-# clock_timestamp(), not now(): the time of this statement, not of the transaction's start (a long
-# transaction, or a test's single one, must still see retries fall due).
-# Due, not leased (or the lease ran out: its worker died), its endpoint enabled, and no earlier
-# event of the same incident still pending for the same endpoint: per-incident order. SKIP LOCKED:
-# two workers claiming at once take different rows; the lease then keeps them apart while sending.
+# statement_timestamp(), not now(): the time of this statement, not of the transaction's start (a
+# long transaction, or a test's single one, must still see retries fall due); and not
+# clock_timestamp(), which is volatile and so no index condition: the scan of an endpoint's due
+# heads stops at the first one not due, instead of reading its retries and waiting ones too.
+# Per enabled endpoint (disabled ones are not read at all), its due heads, oldest first: at most
+# $1 less what this worker is already sending to it ($3/$4), so one slow endpoint cannot take
+# every slot; then at most $2 of them in all. Only lane heads are ever due (the others wait at
+# 'infinity'); a leased head is due again only when its lease ran out (its worker died), as the
+# claim moves next_attempt_at to the lease's end. SKIP LOCKED: two workers claiming at once take
+# different rows; the lease then keeps them apart while sending.
 _CLAIM = """
 WITH due AS (
-    SELECT d.id FROM channels.ioc_deliveries d
-    JOIN channels.ioc_endpoints e ON e.id = d.endpoint_id AND e.enabled
-    WHERE d.state = 'pending' AND d.next_attempt_at <= clock_timestamp()
-      AND (d.leased_until IS NULL OR d.leased_until < clock_timestamp())
-      AND NOT EXISTS (
-          SELECT 1 FROM channels.ioc_deliveries p
-          WHERE p.endpoint_id = d.endpoint_id AND p.case_id = d.case_id
-            AND p.sequence < d.sequence AND p.state = 'pending'
-      )
-    ORDER BY d.next_attempt_at, d.event_position
-    LIMIT $1
-    FOR UPDATE OF d SKIP LOCKED
+    SELECT p.id, p.next_attempt_at FROM channels.ioc_endpoints e
+    LEFT JOIN unnest($3::uuid[], $4::int[]) AS busy(endpoint_id, sending) ON busy.endpoint_id = e.id
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at FROM channels.ioc_deliveries d
+        WHERE d.endpoint_id = e.id AND d.state = 'pending' AND d.next_attempt_at <= statement_timestamp()
+        ORDER BY d.next_attempt_at
+        LIMIT greatest($1 - coalesce(busy.sending, 0), 0)
+        FOR UPDATE SKIP LOCKED
+    ) p
+    WHERE e.enabled
+    ORDER BY p.next_attempt_at
+    LIMIT $2
 )
 UPDATE channels.ioc_deliveries d
-SET lease = gen_random_uuid(), leased_until = clock_timestamp() + make_interval(secs => $2), attempts = d.attempts + 1
+SET lease = gen_random_uuid(), leased_until = clock_timestamp() + make_interval(secs => $5),
+    next_attempt_at = clock_timestamp() + make_interval(secs => $5), attempts = d.attempts + 1
 FROM due, channels.ioc_events ev, channels.ioc_endpoints e
 WHERE d.id = due.id AND ev.position = d.event_position AND e.id = d.endpoint_id
-RETURNING d.id, d.lease, d.endpoint_id, e.url, d.attempts, ev.id AS event_id, ev.cloudevent
+RETURNING d.id, d.lease, d.endpoint_id, d.case_id, e.url, d.attempts, ev.id AS event_id, ev.cloudevent
 """
 
 
-async def claim(conn: Connection, *, limit: int, lease_seconds: float) -> list[ClaimRow]:
-    return rows_as(await conn.fetch(_CLAIM, limit, lease_seconds), ClaimRow)
+async def claim(
+    conn: Connection, *, limit: int, per_endpoint: int, sending: dict[UUID, int], lease_seconds: float
+) -> list[ClaimRow]:
+    """Take up to `limit` due deliveries, at most `per_endpoint` per endpoint counting the ones
+    this worker is `sending` already, and lease them for `lease_seconds`."""
+    rows = await conn.fetch(_CLAIM, per_endpoint, limit, list(sending), list(sending.values()), lease_seconds)
+    return rows_as(rows, ClaimRow)
 
 
 async def finish(
@@ -271,7 +357,10 @@ async def finish(
     duration_ms: int,
 ) -> bool:
     """Record one attempt's outcome and log it; False when the lease was lost meanwhile (the
-    attempt is still logged: it happened)."""
+    attempt is still logged, it happened, unless the delivery is gone: its endpoint was deleted).
+    A head that is delivered or dead hands its lane on to the next waiting delivery."""
+    lane = [(claimed.endpoint_id, claimed.case_id)]
+    await _lock_lanes(conn, lane)
     kept = await conn.fetchval(
         "UPDATE channels.ioc_deliveries SET state = $3, last_status = $4, last_error = $5,"
         " next_attempt_at = clock_timestamp() + make_interval(secs => $6), lease = NULL, leased_until = NULL,"
@@ -284,12 +373,14 @@ async def finish(
         error,
         retry_in,
     )
+    # FOR KEY SHARE: a delete of the endpoint (its deliveries cascade) that is under way is waited
+    # for, and then there is no row, so no attempt to insert (not a foreign key error).
     await conn.execute(
         "INSERT INTO channels.ioc_delivery_attempts"
         " (delivery_id, endpoint_id, attempt, started_at, duration_ms, status_code, error, outcome)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        " SELECT d.id, d.endpoint_id, $2, $3, $4, $5, $6, $7 FROM channels.ioc_deliveries d"
+        " WHERE d.id = $1 FOR KEY SHARE",
         claimed.id,
-        claimed.endpoint_id,
         claimed.attempts,
         started_at,
         duration_ms,
@@ -297,6 +388,8 @@ async def finish(
         error,
         "retry" if state == "pending" else state,
     )
+    if kept and state != "pending":
+        await _release(conn, lane, reorder=False)  # the head just left: no head to step back
     return bool(kept)
 
 
@@ -310,7 +403,8 @@ class DeliveryRow(msgspec.Struct, frozen=True):
     sequence: int
     state: str
     attempts: int
-    next_attempt_at: datetime
+    # None while it waits for an earlier event of its incident (pending behind its lane's head).
+    next_attempt_at: datetime | None
     last_status: int | None
     last_error: str | None
     created_at: datetime
@@ -319,7 +413,8 @@ class DeliveryRow(msgspec.Struct, frozen=True):
 
 _DELIVERY = """
 SELECT d.id, d.endpoint_id, ev.id AS event_id, d.event_position, ev.type AS event_type, d.case_id,
-       d.sequence, d.state, d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at,
+       d.sequence, d.state, d.attempts, NULLIF(d.next_attempt_at, 'infinity') AS next_attempt_at,
+       d.last_status, d.last_error, d.created_at,
        d.delivered_at
 FROM channels.ioc_deliveries d JOIN channels.ioc_events ev ON ev.position = d.event_position
 """
@@ -345,11 +440,21 @@ async def delivery(conn: Connection, endpoint_id: UUID, delivery_id: UUID) -> De
 
 
 async def replay(conn: Connection, endpoint_id: UUID, delivery_id: UUID | None) -> int:
-    """Dead deliveries (one, or all of the endpoint's) back to pending with fresh attempts; logged."""
+    """Dead deliveries (one, or all of the endpoint's) back to pending with fresh attempts, each
+    in its lane (sent when it is the lane's lowest pending sequence); logged."""
+    await lock_feed(conn)  # before the lanes, as the drainer takes them: no deadlock
+    cases = await conn.fetch(
+        "SELECT DISTINCT case_id FROM channels.ioc_deliveries"
+        " WHERE endpoint_id = $1 AND state = 'dead' AND ($2::uuid IS NULL OR id = $2)",
+        endpoint_id,
+        delivery_id,
+    )
+    lanes = [(endpoint_id, row["case_id"]) for row in cases]
+    await _lock_lanes(conn, lanes)
     rows = await conn.fetch(
         """
         WITH replayed AS (
-            UPDATE channels.ioc_deliveries SET state = 'pending', attempts = 0, next_attempt_at = clock_timestamp(),
+            UPDATE channels.ioc_deliveries SET state = 'pending', attempts = 0, next_attempt_at = 'infinity',
                 lease = NULL, leased_until = NULL
             WHERE endpoint_id = $1 AND state = 'dead' AND ($2::uuid IS NULL OR id = $2)
             RETURNING id
@@ -363,6 +468,7 @@ async def replay(conn: Connection, endpoint_id: UUID, delivery_id: UUID | None) 
         endpoint_id,
         delivery_id,
     )
+    await _release(conn, lanes)
     return len(rows)
 
 

@@ -14,10 +14,8 @@ not do, and a database dump alone does not give them away.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
-import re
 import secrets
 from typing import Final
 from uuid import UUID
@@ -27,10 +25,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-PREFIX: Final = "whsec_"
-MIN_BYTES: Final = 24
-MAX_BYTES: Final = 64
-_SECRET: Final = re.compile(r"whsec_[A-Za-z0-9+/]+={0,2}")
+from onewindow.text import (
+    WEBHOOK_SECRET_MAX_BYTES,
+    WEBHOOK_SECRET_MIN_BYTES,
+    WEBHOOK_SECRET_PREFIX,
+    webhook_secret_key,
+)
+
+PREFIX: Final = WEBHOOK_SECRET_PREFIX
+MIN_BYTES: Final = WEBHOOK_SECRET_MIN_BYTES
+MAX_BYTES: Final = WEBHOOK_SECRET_MAX_BYTES
 _VERSION: Final = b"\x01"
 _NONCE: Final = 12
 
@@ -40,16 +44,12 @@ class BadSecret(ValueError):
 
 
 def secret_bytes(secret: str) -> bytes:
-    """The HMAC key of a `whsec_` secret; BadSecret for anything else."""
-    if not _SECRET.fullmatch(secret):
-        raise BadSecret("a secret is whsec_ followed by base64")
+    """The HMAC key of a `whsec_` secret; BadSecret for anything else. The parse is the kernel's
+    (onewindow.text.webhook_secret_key), which the settings' validator uses too."""
     try:
-        key = base64.b64decode(secret.removeprefix(PREFIX), validate=True)
-    except (binascii.Error, ValueError):
-        raise BadSecret("a secret is whsec_ followed by base64") from None
-    if not MIN_BYTES <= len(key) <= MAX_BYTES:
-        raise BadSecret(f"a secret decodes to {MIN_BYTES} to {MAX_BYTES} bytes")
-    return key
+        return webhook_secret_key(secret)
+    except ValueError as problem:
+        raise BadSecret(str(problem)) from None
 
 
 def new_secret() -> str:

@@ -1,5 +1,5 @@
--- Channels: the IOC incident feed (endpoints, per-incident sequence, deliveries and their log,
--- the IOC's inbound updates). docs/ioc-feed.md describes the behaviour these tables carry.
+-- Channels: the IOC incident feed (endpoints, the feed, deliveries and their log, the IOC's
+-- inbound updates). docs/ioc-feed.md describes the behaviour these tables carry.
 
 -- Where the feed is POSTed. `configured` marks the one endpoint the settings own
 -- (ONEWINDOW_IOC_WEBHOOK_URL): at most one, upserted at every start.
@@ -28,16 +28,11 @@ CREATE TABLE channels.ioc_endpoint_secrets (
 );
 CREATE INDEX ioc_endpoint_secrets_endpoint ON channels.ioc_endpoint_secrets (endpoint_id);
 
--- Per incident (grid case): the last sequence number given to one of its events. The row is
--- updated in the subscriber's transaction, so numbers are gap-free.
-CREATE TABLE channels.ioc_incidents (
-    case_id uuid PRIMARY KEY,
-    last_sequence bigint NOT NULL CHECK (last_sequence > 0)
-);
-
--- The feed: each event once, as the CloudEvent that is pushed and pulled. `position` orders the
--- pull feed; positions are given out under a lock held to commit, so they commit in order and a
--- reader's cursor never skips an event committed later.
+-- The feed: each event once, as the CloudEvent that is pushed and pulled. `sequence` is grid's
+-- own number of the event within its case (taken under the case's row lock when the change was
+-- written: grid.cases.event_sequence). `position` orders the pull feed; positions are given out
+-- under a lock held to commit, so they commit in order and a reader's cursor never skips an
+-- event committed later.
 CREATE TABLE channels.ioc_events (
     position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     id uuid NOT NULL UNIQUE,
@@ -49,8 +44,13 @@ CREATE TABLE channels.ioc_events (
     UNIQUE (case_id, sequence)
 );
 
--- One delivery per event and endpoint. A worker claims a due one (FOR UPDATE SKIP LOCKED) by
--- setting a lease; a worker that dies leaves the lease to expire and the delivery is taken again.
+-- One delivery per event and endpoint. Per (endpoint, incident), a "lane", only the head is
+-- claimable: the pending delivery whose next_attempt_at is not 'infinity'. The ones behind it wait
+-- with next_attempt_at = 'infinity' and the lowest `sequence` of them becomes the head when the
+-- head is delivered or dead-lettered (channels/ioc_store.py, under a per-lane advisory lock), so
+-- the claim never looks at a blocked backlog. A worker claims a due head (FOR UPDATE SKIP LOCKED)
+-- by taking a lease and moving next_attempt_at to the lease's end: a worker that dies leaves the
+-- delivery to fall due again when the lease runs out.
 CREATE TABLE channels.ioc_deliveries (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     endpoint_id uuid NOT NULL REFERENCES channels.ioc_endpoints (id) ON DELETE CASCADE,
@@ -68,9 +68,12 @@ CREATE TABLE channels.ioc_deliveries (
     delivered_at timestamptz,
     UNIQUE (endpoint_id, event_position)
 );
--- Due work, and the per-incident order check (is an earlier one of this incident still pending?).
-CREATE INDEX ioc_deliveries_due ON channels.ioc_deliveries (next_attempt_at) WHERE state = 'pending';
-CREATE INDEX ioc_deliveries_incident ON channels.ioc_deliveries (endpoint_id, case_id, sequence)
+-- Due work, per enabled endpoint (the claim walks the enabled endpoints and reads each one's due
+-- heads from here; waiting deliveries sort last, at 'infinity', and are never read by it).
+CREATE INDEX ioc_deliveries_due ON channels.ioc_deliveries (endpoint_id, next_attempt_at)
+    WHERE state = 'pending';
+-- A lane: its head and the next to release.
+CREATE INDEX ioc_deliveries_lane ON channels.ioc_deliveries (endpoint_id, case_id, sequence)
     WHERE state = 'pending';
 CREATE INDEX ioc_deliveries_endpoint ON channels.ioc_deliveries (endpoint_id, state, event_position);
 

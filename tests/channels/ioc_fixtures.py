@@ -43,13 +43,16 @@ class Received:
 @dataclass
 class Receiver:
     """What the IOC would run: records every POST; `plan` answers them (a status per call, then
-    200), `delay` makes it slow; `started` is set when a request has arrived."""
+    200), `delay` makes it slow; `started` is set when a request has arrived. `stream` (chunk
+    size, pause, chunks): the answer's body is that many chunks, a pause before each (a receiver
+    that trickles, or one that never stops talking)."""
 
     url: str = ""
     received: list[Received] = field(default_factory=list)
     plan: list[int] = field(default_factory=list)
     always: int = 200
     delay: float = 0.0
+    stream: tuple[int, float, int] | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -82,15 +85,30 @@ class Receiver:
         if self.delay:
             await asyncio.sleep(self.delay)
         request.status = status
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]})
+        if self.stream is None:
+            await send(
+                {"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]}
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+        size, pause, chunks = self.stream
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        for _ in range(chunks):
+            await asyncio.sleep(pause)
+            await send({"type": "http.response.body", "body": b"x" * size, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
+@contextlib.asynccontextmanager
+async def serve_receiver() -> AsyncIterator[Receiver]:
+    """A Receiver on a loopback port, in the test's event loop."""
     app = Receiver()
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, lifespan="on", timeout_graceful_shutdown=1
+        )
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
         await asyncio.sleep(0.01)
@@ -101,6 +119,12 @@ async def receiver() -> AsyncIterator[Receiver]:
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, timeout=5)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with serve_receiver() as app:
+        yield app
 
 
 @pytest.fixture

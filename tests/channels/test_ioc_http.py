@@ -251,14 +251,15 @@ async def test_inbound_updates_are_idempotent_never_roll_back_and_are_not_echoed
         ("external:ioc", "handled", "Drain cleared."),
     ]
 
-    # No echo: the IOC's own changes are not in the feed; the city's next change is, in sequence.
+    # No echo: the IOC's own changes are not in the feed; the city's next change is, with the
+    # case's own number (4 and 5 were the IOC's note and its "handled": a gap, not a renumbering).
     await drain(db)
     await act(conn, case.id, "passed")
     await drain(db)
     feed = await conn.fetch(
         "SELECT sequence, cloudevent FROM channels.ioc_events WHERE case_id = $1 ORDER BY sequence", case.id
     )
-    assert [r["sequence"] for r in feed] == [1, 2, 3, 4]
+    assert [r["sequence"] for r in feed] == [1, 2, 3, 6]
     assert [r["cloudevent"]["data"].get("action") for r in feed] == [
         None,
         "register",
@@ -310,5 +311,40 @@ async def test_inbound_bad_input_writes_nothing(
     closed = await http.post(url, json=good, headers=update)
     assert closed.status_code == 422
     assert closed.json()["type"] == "urn:onewindow:problem:rule-violation"
+    assert await conn.fetchval("SELECT count(*) FROM channels.ioc_updates") == 0
+    assert await conn.fetchval("SELECT count(*) FROM grid.case_history WHERE actor LIKE 'external:%'") == 0
+
+
+def pointers(reply: httpx.Response) -> list[str]:
+    assert reply.status_code == 400, reply.text
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    return [e["pointer"] for e in reply.json()["errors"]]
+
+
+async def test_control_characters_and_uncallable_urls_are_refused_at_the_edge(
+    http: httpx.AsyncClient, bearer: Any, ioc_token: Any, conn: Connection, db: RollbackDatabase
+) -> None:
+    admin = await bearer(ADMIN)
+    for body, pointer in (
+        ({"name": "IOC\x00", "url": "https://ioc.example/in"}, "/name"),
+        ({"name": "IOC\nsecond line", "url": "https://ioc.example/in"}, "/name"),
+        ({"name": "IOC", "url": "https://ioc.example/in\x00"}, "/url"),
+        ({"name": "IOC", "url": "http://[::1"}, "/url"),  # httpx.InvalidURL when called
+        ({"name": "IOC", "url": "https://ioc.example/a b"}, "/url"),
+    ):
+        assert pointers(await http.post(ENDPOINTS, json=body, headers=admin)) == [pointer], body
+    created = await http.post(ENDPOINTS, json={"name": "IOC", "url": "https://ioc.example/in"}, headers=admin)
+    endpoint = f"{ENDPOINTS}/{created.json()['id']}"
+    for body, pointer in (({"name": "x\x07"}, "/name"), ({"url": "http://[::1"}, "/url")):
+        reply = await http.patch(endpoint, json=body, headers={**admin, "If-Match": '"1"'})
+        assert pointers(reply) == [pointer], body
+    assert (await http.get(endpoint, headers=admin)).json()["version"] == 1
+    assert await conn.fetchval("SELECT count(*) FROM channels.ioc_endpoints") == 1
+
+    case = await report_case(conn)
+    update = await ioc_token("ioc.update")
+    body = {"update_id": "u-nul", "status": "acknowledged", "occurred_at": at(1), "note": "Crew\x00 sent."}
+    reply = await http.post(f"/ioc/v1/incidents/{case.id}/updates", json=body, headers=update)
+    assert pointers(reply) == ["/note"]
     assert await conn.fetchval("SELECT count(*) FROM channels.ioc_updates") == 0
     assert await conn.fetchval("SELECT count(*) FROM grid.case_history WHERE actor LIKE 'external:%'") == 0

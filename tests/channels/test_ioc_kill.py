@@ -40,18 +40,26 @@ async def feed_tables(committing_db: PoolDatabase) -> AsyncIterator[None]:
         async with committing_db.connection() as conn:
             await conn.execute(
                 "TRUNCATE channels.ioc_delivery_attempts, channels.ioc_deliveries, channels.ioc_events,"
-                " channels.ioc_incidents, channels.ioc_endpoint_secrets, channels.ioc_endpoints"
+                " channels.ioc_endpoint_secrets, channels.ioc_endpoints"
             )
 
 
-def reported(case_id: uuid.UUID, number: str, topic: str = "grid.case.reported") -> Envelope:
+def reported(
+    case_id: uuid.UUID, number: str, topic: str = "grid.case.reported", sequence: int = 1
+) -> Envelope:
     """A grid event as the outbox hands it to the feed's subscriber."""
     now = datetime.now(UTC)
     return Envelope(
         id=uuid.uuid4(),
         topic=topic,
         occurred_at=now,
-        payload={"case_id": str(case_id), "number": number, "status": "registering", "at": now.isoformat()},
+        payload={
+            "case_id": str(case_id),
+            "number": number,
+            "sequence": sequence,
+            "status": "registering",
+            "at": now.isoformat(),
+        },
         attempt=1,
     )
 
@@ -80,7 +88,7 @@ async def test_a_worker_killed_mid_delivery_loses_nothing(
         )
         for envelope in (
             reported(slow_case, "GC-K-1"),
-            reported(slow_case, "GC-K-1", "grid.case.changed"),
+            reported(slow_case, "GC-K-1", "grid.case.changed", 2),
             reported(other_case, "GC-K-2"),
         ):
             await ioc_feed.record(conn, envelope)

@@ -62,7 +62,27 @@ def test_the_settings_take_the_url_and_a_whsec_secret_together() -> None:
         {"ioc_webhook_secret": webhooks.new_secret()},
         {"ioc_webhook_url": "ftp://ioc.example", "ioc_webhook_secret": webhooks.new_secret()},
         {"ioc_webhook_url": "https://ioc.example/in", "ioc_webhook_secret": "plain-secret"},
+        # Shaped like base64 of 24 to 64 bytes, but signing refuses them: 66 bytes, bad padding.
+        {"ioc_webhook_url": "https://ioc.example/in", "ioc_webhook_secret": "whsec_" + "QUFB" * 22},
+        {"ioc_webhook_url": "https://ioc.example/in", "ioc_webhook_secret": "whsec_" + "A" * 33},
     ):
         with pytest.raises(SettingsError) as problem:
             load_settings(**bad)
         assert "plain-secret" not in str(problem.value)
+
+
+@pytest.mark.parametrize("secret", ["whsec_" + "QUFB" * 22, "whsec_" + "A" * 33, "whsec_" + "QUFB" * 8])
+def test_the_settings_and_signing_agree_on_every_secret(secret: str) -> None:
+    from onewindow.settings import SettingsError, load_settings  # noqa: PLC0415
+
+    try:
+        webhooks.secret_bytes(secret)
+        signs = True
+    except webhooks.BadSecret:
+        signs = False
+    try:
+        load_settings(ioc_webhook_url="https://ioc.example/in", ioc_webhook_secret=secret)
+        accepted = True
+    except SettingsError:
+        accepted = False
+    assert accepted == signs
