@@ -22,22 +22,22 @@ from workflows import api as workflows
 __all__ = [
     "KIND",
     "CaseRef",
-    "HistoryEntry",
     "NewCase",
     "ServiceCategory",
     "Source",
+    "StatusEntry",
     "add_note",
     "case",
-    "case_photos",
     "citizen_categories",
     "citizen_reporter",
     "external_update",
     "find_case",
     "find_cases",
-    "history",
-    "history_between",
     "install",
+    "photos_of_cases",
     "report",
+    "status_changes_between",
+    "status_history",
     "subject_kind",
 ]
 
@@ -138,18 +138,17 @@ class ServiceCategory(msgspec.Struct, frozen=True, kw_only=True):
     anonymous_reports: bool
 
 
-class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """One row of a case's history; `id` is stable and grows with time."""
+class StatusEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A row of a case's history as its reporter and the public may see it: a change of status
+    (`own_note` None: no one's words), or a note the reporter wrote themselves. `id` is stable and
+    grows with time."""
 
     id: int
     case_id: UUID
+    number: str
     at: datetime
-    actor: str
-    action: str
-    from_status: str | None
     to_status: str
-    note: str | None
-    data: dict[str, Any]
+    own_note: str | None
 
 
 async def citizen_categories(conn: Connection) -> list[ServiceCategory]:
@@ -171,11 +170,14 @@ async def find_cases(
     offset: int = 0,
     limit: int = 1000,
     ids: list[UUID] | None = None,
+    source: Source | None = None,
 ) -> list[CaseRef]:
-    """Cases of `categories`, newest first; the caller decides who may see them."""
+    """Cases of `categories` (and, given, of one `source`), newest first; the caller decides who
+    may see them."""
     rows = await store.find_cases(
         conn,
         ids=ids,
+        source=source,
         categories=categories,
         numbers=numbers,
         statuses=statuses,
@@ -188,26 +190,41 @@ async def find_cases(
     return [_ref(row) for row in rows]
 
 
-async def history(conn: Connection, case_ids: list[UUID]) -> list[HistoryEntry]:
-    """The history of each case (every source: the loop, grid itself, citizens, the IOC), by case
-    and then in the order it was written."""
-    return [
-        msgspec.convert(row, HistoryEntry, from_attributes=True)
-        for row in await store.history_entries(conn, case_ids)
-    ]
+async def status_history(
+    conn: Connection, case_ids: list[UUID], *, notes_by: str | None = None
+) -> list[StatusEntry]:
+    """The status changes of each case, by case and then in the order written, and with
+    `notes_by` (a reporter's subject) the notes that subject wrote on them. No staff comment is
+    read: what a status change means is for the caller to say in its own fixed words."""
+    rows = await store.status_history(conn, case_ids, notes_by=notes_by)
+    return [msgspec.convert(row, StatusEntry, from_attributes=True) for row in rows]
 
 
-async def history_between(
-    conn: Connection, *, categories: list[str], start: datetime, end: datetime, limit: int
-) -> list[HistoryEntry]:
-    """Every history row of cases of `categories` written in [start, end], oldest first."""
-    rows = await store.history_between(conn, categories=categories, start=start, end=end, limit=limit)
-    return [msgspec.convert(row, HistoryEntry, from_attributes=True) for row in rows]
+async def status_changes_between(
+    conn: Connection,
+    *,
+    categories: list[str],
+    source: Source,
+    start: datetime,
+    end: datetime,
+    offset: int,
+    limit: int,
+) -> list[StatusEntry]:
+    """Every status change of cases of `categories` reported by `source`, written in [start, end],
+    oldest first, paged by offset and limit."""
+    rows = await store.status_changes_between(
+        conn, categories=categories, source=source, start=start, end=end, offset=offset, limit=limit
+    )
+    return [msgspec.convert(row, StatusEntry, from_attributes=True) for row in rows]
 
 
-async def case_photos(conn: Connection, case_id: UUID) -> list[str]:
-    """The SHA-256 digests of a case's photos (served at /api/v1/grid/photos/{sha256})."""
-    return [sha256 for sha256, _ in await store.case_photos(conn, case_id)]
+async def photos_of_cases(conn: Connection, case_ids: list[UUID]) -> dict[UUID, list[str]]:
+    """The SHA-256 digests of each case's photos (served at /api/v1/grid/photos/{sha256}), in one
+    query; a case without photos is absent."""
+    found: dict[UUID, list[str]] = {}
+    for case_id, sha256 in await store.photos_of_cases(conn, case_ids):
+        found.setdefault(case_id, []).append(sha256)
+    return found
 
 
 async def add_note(

@@ -147,6 +147,7 @@ async def report(
         CaseReported(
             case_id=case.id,
             number=case.number,
+            sequence=1,  # insert_case: a report is its case's first event
             source=source,
             category=case.category,
             department=case.department,
@@ -351,7 +352,7 @@ class CaseKind:
         if action == "evaluate":
             case.rating = _rating(transition.data)
         case.status = rules.STATUS_OF_STATE.get(target, case.status)
-        await store.save_case(conn, case, at=at)
+        sequence = await store.save_case(conn, case, at=at)
         await store.add_history(
             conn,
             case.id,
@@ -364,7 +365,10 @@ class CaseKind:
             data={"step": step, "to": target, **({"photos": photos} if photos else {})},
         )
         await publish(
-            conn, _changed(case, action, before, at, transition.comment, origin=origin_of(transition.actor))
+            conn,
+            _changed(
+                case, sequence, action, before, at, transition.comment, origin=origin_of(transition.actor)
+            ),
         )
 
     async def ended(self, conn: Connection, ending: workflows.Ending) -> None:
@@ -377,13 +381,13 @@ class CaseKind:
         before = case.status
         case.status = status
         case.closed_at = ending.at
-        await store.save_case(conn, case, at=ending.at)
+        sequence = await store.save_case(conn, case, at=ending.at)
         await store.add_history(
             conn, case.id, at=ending.at, actor="system", action=status, from_status=before, to_status=status
         )
-        await publish(conn, _closed(case, ending.at))
+        await publish(conn, _closed(case, sequence, ending.at))
         if status == "closed":
-            for duplicate_id in await store.close_duplicates(conn, case.id, at=ending.at):
+            for duplicate_id, last in await store.close_duplicates(conn, case.id, at=ending.at):
                 duplicate = await store.case(conn, duplicate_id)
                 if duplicate is None:
                     continue
@@ -397,8 +401,10 @@ class CaseKind:
                     to_status="closed",
                     data={"primary": case.number},
                 )
-                await publish(conn, _changed(duplicate, "closed_with_primary", "duplicate", ending.at, None))
-                await publish(conn, _closed(duplicate, ending.at))
+                await publish(
+                    conn, _changed(duplicate, last - 1, "closed_with_primary", "duplicate", ending.at, None)
+                )
+                await publish(conn, _closed(duplicate, last, ending.at))
 
 
 # --- notes from outside the loop ---------------------------------------------------------------
@@ -413,19 +419,27 @@ async def add_note(
     case = await store.case(conn, case_id, lock=True)
     if case is None:
         raise NotFound("No such case.")
-    history_id = await store.add_note(
+    history_id, sequence = await store.add_note(
         conn, case.id, at=at, actor=actor, status=case.status, note=note, data=data
     )
-    await publish(conn, _changed(case, "note", case.status, at, None))
+    await publish(conn, _changed(case, sequence, "note", case.status, at, None))
     return history_id
 
 
 def _changed(
-    case: CaseRow, action: str, before: str, at: datetime, note: str | None, *, origin: str | None = None
+    case: CaseRow,
+    sequence: int,
+    action: str,
+    before: str,
+    at: datetime,
+    note: str | None,
+    *,
+    origin: str | None = None,
 ) -> CaseChanged:
     return CaseChanged(
         case_id=case.id,
         number=case.number,
+        sequence=sequence,
         action=action,
         from_status=before,
         status=case.status,
@@ -441,10 +455,11 @@ def _changed(
     )
 
 
-def _closed(case: CaseRow, at: datetime) -> CaseClosed:
+def _closed(case: CaseRow, sequence: int, at: datetime) -> CaseClosed:
     return CaseClosed(
         case_id=case.id,
         number=case.number,
+        sequence=sequence,
         status=case.status,
         at=at,
         rating=case.rating,
@@ -500,7 +515,16 @@ async def external_update(
             comment=note or f"Resolved, as reported by {origin}.",
         )
     else:
-        # Not locked: the engine locks its instance before the case, and so would we, the other way.
+        # Not locked before: the engine locks its instance before the case, and so would we, the
+        # other way. Here no engine step follows, so the case is locked now, by taking its next
+        # event number, and read again: the event carries the status its number goes with.
+        sequence = await store.next_event_sequence(conn, case.id)
+        locked = await store.case(conn, case.id)
+        if sequence is None or locked is None:  # pragma: no cover - cases are never deleted
+            raise RuntimeError("grid invariant broken: the case vanished")
+        case = locked
+        if case.status not in rules.OPEN_STATUSES and case.status != "duplicate":
+            raise RuleViolation(f"The case {case.number} is {case.status}: it takes no more updates.")
         await store.add_history(
             conn,
             case.id,
@@ -512,7 +536,7 @@ async def external_update(
             note=note,
             data={"origin": origin, **data},
         )
-        await publish(conn, _changed(case, "external_update", case.status, at, note, origin=origin))
+        await publish(conn, _changed(case, sequence, "external_update", case.status, at, note, origin=origin))
     after = await store.case(conn, case.id)
     if after is None:  # pragma: no cover - cases are never deleted
         raise RuntimeError("grid invariant broken: the case vanished")

@@ -2,6 +2,11 @@
 
 Every report and every change of a case: the IOC feed (channels) carries them. No personal data:
 the reporter is not named; a location is the street problem's, not a person's.
+
+`sequence` is the case's own event number: 1 for its report, then strictly increasing in the
+order the case's changes were committed (taken under the case's row lock by the statement that
+writes the change; grid.cases.event_sequence). Consumers order a case's events by it: the outbox
+may hand them on in another order (a retried event falls behind a later one).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ class CaseReported(Event, frozen=True, kw_only=True):
     topic: ClassVar[str] = "grid.case.reported"
     case_id: UUID
     number: str
+    sequence: int
     source: str
     category: str
     department: str
@@ -36,6 +42,7 @@ class CaseChanged(Event, frozen=True, kw_only=True):
     topic: ClassVar[str] = "grid.case.changed"
     case_id: UUID
     number: str
+    sequence: int
     action: str
     from_status: str
     status: str
@@ -58,6 +65,7 @@ class CaseClosed(Event, frozen=True, kw_only=True):
     topic: ClassVar[str] = "grid.case.closed"
     case_id: UUID
     number: str
+    sequence: int
     status: str
     at: datetime
     rating: int | None

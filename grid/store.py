@@ -317,13 +317,14 @@ _CASE = (
 
 
 async def insert_case(conn: Connection, case: CaseRow) -> None:
+    """Insert a new case; its report is its event number 1 (`CaseReported.sequence`)."""
     await conn.execute(
         """
         INSERT INTO grid.cases
             (id, number, client_id, source, reporter, category, department, severity, grid_code,
              community, street, district, lat, lon, address, description, status, reported_at,
-             register_due_at, created_at, updated_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20)
+             register_due_at, created_at, updated_at, event_sequence)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20, 1)
         """,
         case.id,
         case.number,
@@ -370,15 +371,19 @@ async def case_by_client_id(conn: Connection, client_id: UUID) -> CaseRow | None
     return row_as(row, CaseRow) if row else None
 
 
-async def save_case(conn: Connection, case: CaseRow, *, at: datetime) -> None:
-    """Write the loop's fields of a case (what transitions change) and move its version."""
-    await conn.execute(
+async def save_case(conn: Connection, case: CaseRow, *, at: datetime) -> int:
+    """Write the loop's fields of a case (what transitions change) and move its version; the
+    case's next event number (for the one event this change publishes), taken in the same
+    statement, under the row lock."""
+    sequence: int = await conn.fetchval(
         """
         UPDATE grid.cases SET
             status = $2, duplicate_of = $3, dispatched_to = $4, rework_count = $5,
             registered_at = $6, dispatched_at = $7, handle_due_at = $8, handled_at = $9,
-            closed_at = $10, rating = $11, updated_at = $12, version = version + 1
+            closed_at = $10, rating = $11, updated_at = $12, version = version + 1,
+            event_sequence = event_sequence + 1
         WHERE id = $1
+        RETURNING event_sequence
         """,
         case.id,
         case.status,
@@ -395,20 +400,24 @@ async def save_case(conn: Connection, case: CaseRow, *, at: datetime) -> None:
     )
     case.version += 1
     case.updated_at = at
+    return sequence
 
 
-async def close_duplicates(conn: Connection, primary: UUID, *, at: datetime) -> list[UUID]:
-    """Close the cases linked to `primary` as its duplicates (they close together)."""
+async def close_duplicates(conn: Connection, primary: UUID, *, at: datetime) -> list[tuple[UUID, int]]:
+    """Close the cases linked to `primary` as its duplicates (they close together): each one's id
+    and the last of the two event numbers taken for it (its CaseChanged is one less, its
+    CaseClosed this one)."""
     rows = await conn.fetch(
         """
-        UPDATE grid.cases SET status = 'closed', closed_at = $2, updated_at = $2, version = version + 1
+        UPDATE grid.cases SET status = 'closed', closed_at = $2, updated_at = $2, version = version + 1,
+            event_sequence = event_sequence + 2
         WHERE duplicate_of = $1 AND status = 'duplicate'
-        RETURNING id
+        RETURNING id, event_sequence
         """,
         primary,
         at,
     )
-    return [row["id"] for row in rows]
+    return [(row["id"], row["event_sequence"]) for row in rows]
 
 
 async def open_cases_near(
@@ -564,58 +573,81 @@ async def case_history(conn: Connection, case_id: UUID) -> list[CaseHistoryRow]:
     return rows_as(rows, CaseHistoryRow)
 
 
-class HistoryEntryRow(msgspec.Struct, frozen=True):
-    """A history row with its id (stable: what channels key a case's updates by)."""
+class StatusEntryRow(msgspec.Struct, frozen=True):
+    """A history row as a case's reporter and the public may see it: a change of status, which
+    carries no one's words, or a note the reporter wrote themselves (`own_note`). The id is
+    stable: what channels key a case's updates by."""
 
     id: int
     case_id: UUID
+    number: str
     at: datetime
-    actor: str
-    action: str
-    from_status: str | None
     to_status: str
-    note: str | None
-    data: dict[str, Any]
+    own_note: str | None
 
 
-_HISTORY_ENTRY = "id, case_id, at, actor, action, from_status, to_status, note, data"
-
-
-async def history_entries(conn: Connection, case_ids: list[UUID]) -> list[HistoryEntryRow]:
+async def status_history(
+    conn: Connection, case_ids: list[UUID], *, notes_by: str | None
+) -> list[StatusEntryRow]:
+    """The status changes of each case (and the notes `notes_by` wrote on it), by case and then in
+    the order written. Staff's comments never leave the database here: a status change's note is
+    not selected, and only the notes of `notes_by` are."""
     rows = await conn.fetch(
-        f"SELECT {_HISTORY_ENTRY} FROM grid.case_history WHERE case_id = ANY($1::uuid[]) ORDER BY case_id, id",
-        case_ids,
-    )
-    return rows_as(rows, HistoryEntryRow)
-
-
-async def history_between(
-    conn: Connection, *, categories: list[str], start: datetime, end: datetime, limit: int
-) -> list[HistoryEntryRow]:
-    """History rows of cases of `categories` written in [start, end], oldest first."""
-    rows = await conn.fetch(
-        f"""
-        SELECT {", ".join("h." + c for c in _HISTORY_ENTRY.split(", "))}
+        """
+        SELECT h.id, h.case_id, c.number, h.at, h.to_status,
+               CASE WHEN h.action = 'note' AND h.actor = $2::text THEN h.note END AS own_note
         FROM grid.case_history h JOIN grid.cases c ON c.id = h.case_id
-        WHERE h.at >= $1 AND h.at <= $2 AND c.category = ANY($3::text[])
+        WHERE h.case_id = ANY($1::uuid[])
+          AND (h.from_status IS DISTINCT FROM h.to_status OR (h.action = 'note' AND h.actor = $2::text))
+        ORDER BY h.case_id, h.id
+        """,
+        case_ids,
+        notes_by,
+    )
+    return rows_as(rows, StatusEntryRow)
+
+
+async def status_changes_between(
+    conn: Connection,
+    *,
+    categories: list[str],
+    source: str,
+    start: datetime,
+    end: datetime,
+    offset: int,
+    limit: int,
+) -> list[StatusEntryRow]:
+    """The status changes of cases of `categories` reported by `source`, written in [start, end],
+    oldest first (`own_note` is always None)."""
+    rows = await conn.fetch(
+        """
+        SELECT h.id, h.case_id, c.number, h.at, h.to_status, NULL::text AS own_note
+        FROM grid.case_history h JOIN grid.cases c ON c.id = h.case_id
+        WHERE h.at >= $1 AND h.at <= $2 AND c.category = ANY($3::text[]) AND c.source = $4
+          AND h.from_status IS DISTINCT FROM h.to_status
         ORDER BY h.at, h.id
-        LIMIT $4
+        OFFSET $5 LIMIT $6
         """,
         start,
         end,
         categories,
+        source,
+        offset,
         limit,
     )
-    return rows_as(rows, HistoryEntryRow)
+    return rows_as(rows, StatusEntryRow)
 
 
 async def add_note(
     conn: Connection, case_id: UUID, *, at: datetime, actor: str, status: str, note: str, data: dict[str, Any]
-) -> int:
+) -> tuple[int, int]:
     """A note on a case that leaves its status as it is; the case's `updated_at` moves. The id of
-    the history row."""
-    await conn.execute(
-        "UPDATE grid.cases SET updated_at = $2, version = version + 1 WHERE id = $1", case_id, at
+    the history row, and the case's next event number (for the event announcing the note)."""
+    sequence: int = await conn.fetchval(
+        "UPDATE grid.cases SET updated_at = $2, version = version + 1, event_sequence = event_sequence + 1"
+        " WHERE id = $1 RETURNING event_sequence",
+        case_id,
+        at,
     )
     history_id: int = await conn.fetchval(
         "INSERT INTO grid.case_history (case_id, at, actor, action, from_status, to_status, note, data)"
@@ -627,7 +659,17 @@ async def add_note(
         note,
         data,
     )
-    return history_id
+    return history_id, sequence
+
+
+async def next_event_sequence(conn: Connection, case_id: UUID) -> int | None:
+    """The case's next event number, for a change that writes no column of the case (an outside
+    system's note); the row stays locked to the end of the transaction. None: no such case."""
+    sequence: int | None = await conn.fetchval(
+        "UPDATE grid.cases SET event_sequence = event_sequence + 1 WHERE id = $1 RETURNING event_sequence",
+        case_id,
+    )
+    return sequence
 
 
 async def find_cases(
@@ -642,8 +684,9 @@ async def find_cases(
     offset: int,
     limit: int,
     ids: list[UUID] | None = None,
+    source: str | None = None,
 ) -> list[CaseRow]:
-    """Cases of `categories` by id, number, status, reporter and when reported; newest first."""
+    """Cases of `categories` by id, number, status, reporter, source and when reported; newest first."""
     rows = await conn.fetch(
         f"""
         SELECT {_CASE} FROM grid.cases
@@ -654,6 +697,7 @@ async def find_cases(
           AND ($5::timestamptz IS NULL OR reported_at >= $5)
           AND ($6::timestamptz IS NULL OR reported_at <= $6)
           AND ($9::uuid[] IS NULL OR id = ANY($9::uuid[]))
+          AND ($10::text IS NULL OR source = $10::text)
         ORDER BY reported_at DESC, id DESC
         OFFSET $7 LIMIT $8
         """,
@@ -666,6 +710,7 @@ async def find_cases(
         offset,
         limit,
         ids,
+        source,
     )
     return rows_as(rows, CaseRow)
 
@@ -755,6 +800,16 @@ async def case_photos(conn: Connection, case_id: UUID) -> list[tuple[str, str]]:
         "SELECT sha256, stage FROM grid.case_photos WHERE case_id = $1 ORDER BY added_at, sha256", case_id
     )
     return [(row["sha256"], row["stage"]) for row in rows]
+
+
+async def photos_of_cases(conn: Connection, case_ids: list[UUID]) -> list[tuple[UUID, str]]:
+    """(case id, sha256) of every photo of the cases, each case's in the order they were added."""
+    rows = await conn.fetch(
+        "SELECT case_id, sha256 FROM grid.case_photos WHERE case_id = ANY($1::uuid[])"
+        " ORDER BY case_id, added_at, sha256",
+        case_ids,
+    )
+    return [(row["case_id"], row["sha256"]) for row in rows]
 
 
 async def case_may_show_photo(conn: Connection, sha256: str) -> list[UUID]:

@@ -1,9 +1,16 @@
-"""Checks on free text that people and machines send: what PostgreSQL cannot store (NUL) and
-what XML 1.0 cannot carry (the other C0 control characters) is refused at the edge, with a
-field error, instead of failing deep inside a write or breaking a feed for every reader."""
+"""Checks on text that people and machines send, made once for every context.
+
+- Free text: what PostgreSQL cannot store (NUL) and what XML 1.0 cannot carry (the other C0
+  control characters) is refused at the edge, with a field error, instead of failing deep inside
+  a write or breaking a feed for every reader.
+- URLs that OneWindow stores and later calls (webhooks, a gateway, media links).
+- Standard Webhooks secrets (`whsec_...`), checked by the settings and by the signing code alike.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Final
 
@@ -37,3 +44,26 @@ def http_url_problem(value: str) -> str | None:
     if url.scheme not in ("http", "https") or not url.host:
         return "an absolute http:// or https:// URL with a host"
     return None
+
+
+WEBHOOK_SECRET_PREFIX: Final = "whsec_"
+WEBHOOK_SECRET_MIN_BYTES: Final = 24
+WEBHOOK_SECRET_MAX_BYTES: Final = 64
+_WEBHOOK_SECRET: Final = re.compile(r"whsec_[A-Za-z0-9+/]+={0,2}")
+
+
+def webhook_secret_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: `whsec_` and standard, padded base64 of 24 to 64
+    bytes. ValueError (never quoting the secret) for anything else. The one check of such a
+    secret: the settings' validator and the signing code (channels.webhooks) both call it."""
+    if not _WEBHOOK_SECRET.fullmatch(secret):
+        raise ValueError("a secret is whsec_ followed by base64")
+    try:
+        key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a secret is whsec_ followed by base64") from None
+    if not WEBHOOK_SECRET_MIN_BYTES <= len(key) <= WEBHOOK_SECRET_MAX_BYTES:
+        raise ValueError(
+            f"a secret decodes to {WEBHOOK_SECRET_MIN_BYTES} to {WEBHOOK_SECRET_MAX_BYTES} bytes"
+        )
+    return key

@@ -19,7 +19,7 @@ from arq.cron import CronJob, cron
 from arq.worker import Worker
 
 from channels import ioc_endpoints, ioc_feed, ioc_push, notify
-from channels.notify_delivery import send_notifications
+from channels.notify_delivery import prune_notifications, send_notifications
 from grid import api as grid_api
 from onewindow import idempotency
 from onewindow.db import Connection, Database, PoolDatabase
@@ -51,13 +51,14 @@ async def prune_idempotency_keys(conn: Connection, settings: Settings) -> int:
 
 def functions() -> list[Callable[..., Awaitable[Any]]]:
     """Every arq task the contexts offer. Contexts add theirs here as their `jobs` modules appear."""
-    return [prune_outbox, prune_idempotency_keys, fire_deadlines, send_notifications]
+    return [prune_outbox, prune_idempotency_keys, fire_deadlines, send_notifications, prune_notifications]
 
 
 def cron_jobs() -> list[CronJob]:
     return [
         cron(prune_outbox, hour={3}, minute={17}, run_at_startup=False),  # type: ignore[arg-type]
         cron(prune_idempotency_keys, hour={3}, minute={27}, run_at_startup=False),  # type: ignore[arg-type]
+        cron(prune_notifications, hour={3}, minute={37}, run_at_startup=False),  # type: ignore[arg-type]
         # Every minute, and at start: a worker that was off catches up on what fell due meanwhile.
         cron(fire_deadlines, second={0}, run_at_startup=True, unique=True),
         # Notifications queued by the outbox subscriber, sent after its commit: every 5 s.
