@@ -556,3 +556,24 @@ async def test_inbox_scoping(conn: Connection, wf: engine.Runtime, subjects: Sub
     task = market[0]
     with pytest.raises(NotFound):
         await engine.task(conn, task.id, officer("demo/fire"))
+
+
+async def test_a_steps_actions_are_offered_in_the_order_the_author_wrote_them(
+    conn: Connection, wf: engine.Runtime
+) -> None:
+    # jsonb would give them back sorted by length, then bytes: accept, return, withdraw_now.
+    authored = ["withdraw_now", "return", "accept"]
+    await upload(
+        conn,
+        PERMIT.replace("permit", "ordered").replace(
+            "      accept: {target: review}\n      return: {target: correction, require: [comment]}\n",
+            "      withdraw_now: {target: withdrawn}\n"
+            "      return: {target: correction, require: [comment]}\n"
+            "      accept: {target: review}\n",
+        ),
+    )
+    started = await start(conn, "ordered")
+    task = await open_task(conn, started.id)
+    wf.definitions.clear()  # read the definition back from the database, not from this process
+    view = await engine.task(conn, task.id, officer())
+    assert [action.name for action in view.actions] == authored
