@@ -65,6 +65,7 @@ from grid import api as grid_api
 from identity import api as identity_api
 from onewindow.db import UNREACHABLE, Connection
 from onewindow.errors import DomainError, NotFound
+from onewindow.problems import client_went_away
 from onewindow.settings import Settings
 from onewindow.web import decode_cursor, page, resources
 from workflows import api as workflows
@@ -125,6 +126,9 @@ def _problems(exc: Exception) -> tuple[int, list[Problem], dict[str, str]]:
         return exc.status, problems, exc.headers
     if isinstance(exc, ValidationException):
         return 400, [Problem(400, "The request is not valid.")], {}
+    if client_went_away(exc):
+        log.info("client went away before its request was read")
+        return 400, [Problem(400, "The request body did not arrive: the client went away.")], {}
     if isinstance(exc, HTTPException) and exc.status_code < 500:
         return exc.status_code, [Problem(exc.status_code, exc.detail)], dict(exc.headers or {})
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, *UNREACHABLE)):

@@ -127,7 +127,19 @@ def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response
     return problem_response(400, "validation", detail, title="The request is not valid", errors=errors)
 
 
+_CLIENT_GONE = "client disconnected prematurely"  # litestar's words, raised while reading a body
+
+
+def client_went_away(exc: Exception) -> bool:
+    """The client closed the connection before its request body arrived: nobody reads the
+    answer, and it is no fault of ours (an error log for it would only hide real ones)."""
+    return isinstance(exc, HTTPException) and exc.status_code == 500 and exc.detail == _CLIENT_GONE
+
+
 def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    if client_went_away(exc):
+        log.info("client went away before its request was read")
+        return problem_response(400, "bad-request", "The request body did not arrive: the client went away.")
     status = exc.status_code
     slug = _SLUG_BY_STATUS.get(status, "bad-request" if status < 500 else "internal")
     detail = exc.detail or HTTPStatus(status).phrase

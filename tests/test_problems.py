@@ -241,3 +241,36 @@ def test_control_characters_are_found(value: str, multiline: bool, refused: bool
 )
 def test_http_urls_are_checked_as_a_client_parses_them(url: str, good: bool) -> None:
     assert (http_url_problem(url) is None) is good
+
+
+async def test_a_client_that_goes_away_mid_body_is_no_server_error(
+    settings: Settings, db: RollbackDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = build_app(settings, db, [submit])
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/test/applications",
+        "raw_path": b"/test/applications",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"40")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    with caplog.at_level("INFO"):
+        await app(scope, receive, send)  # type: ignore[arg-type]
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 400
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
