@@ -49,7 +49,9 @@ class Ending(msgspec.Struct, frozen=True, kw_only=True):
 
 class SubjectKind(Protocol):
     """Implemented by the context that owns the subjects (services: application items; grid:
-    cases). Its hooks run in the engine's transaction: raising aborts the whole step."""
+    cases). Its hooks run in the engine's transaction: raising aborts the whole step. The step's
+    own history entries and workflow events are written when the step ends, after the hooks: a
+    hook learns what happened from its argument, not by reading the instance's history."""
 
     name: str
 
