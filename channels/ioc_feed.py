@@ -55,7 +55,8 @@ def cloudevent(envelope: Envelope, *, source: str) -> dict[str, Any]:
     `time` is the grid event's own time: a change's `at` (as in the case's history), a report's
     `reported_at`."""
     payload = envelope.payload
-    data: dict[str, Any] = {"sequence": int(payload["sequence"])}
+    # 0: an event published before grid numbered its events (migration 0012), still in the outbox.
+    data: dict[str, Any] = {"sequence": int(payload.get("sequence", 0))}
     data.update(
         (key, value)
         for key, value in payload.items()

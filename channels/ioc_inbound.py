@@ -72,6 +72,11 @@ async def receive(
     if case is None:
         raise NotFound("No such incident.")
     await store.lock_incident_updates(conn, case.id)
+    if not 1970 <= update.occurred_at.year <= 9000:  # also keeps the conversion to UTC in range
+        raise ValidationFailed(
+            "occurred_at is out of range.",
+            errors=[FieldError(pointer="/occurred_at", detail="a year from 1970 to 9000")],
+        )
     occurred_at = update.occurred_at.astimezone(UTC)
     request = fingerprint(str(case.id), update.update_id, update.status, update.note, occurred_at.isoformat())
     seen = await store.update(conn, client_id, update.update_id)

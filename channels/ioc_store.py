@@ -360,6 +360,8 @@ async def finish(
     attempt is still logged, it happened, unless the delivery is gone: its endpoint was deleted).
     A head that is delivered or dead hands its lane on to the next waiting delivery."""
     lane = [(claimed.endpoint_id, claimed.case_id)]
+    if not await _hold_endpoint(conn, claimed.endpoint_id):
+        return False  # deleted meanwhile, with its deliveries
     await _lock_lanes(conn, lane)
     kept = await conn.fetchval(
         "UPDATE channels.ioc_deliveries SET state = $3, last_status = $4, last_error = $5,"
@@ -373,8 +375,7 @@ async def finish(
         error,
         retry_in,
     )
-    # FOR KEY SHARE: a delete of the endpoint (its deliveries cascade) that is under way is waited
-    # for, and then there is no row, so no attempt to insert (not a foreign key error).
+    # The endpoint is held (above), so its deliveries cannot vanish now; FOR KEY SHARE keeps the row.
     await conn.execute(
         "INSERT INTO channels.ioc_delivery_attempts"
         " (delivery_id, endpoint_id, attempt, started_at, duration_ms, status_code, error, outcome)"
@@ -391,6 +392,16 @@ async def finish(
     if kept and state != "pending":
         await _release(conn, lane, reorder=False)  # the head just left: no head to step back
     return bool(kept)
+
+
+async def _hold_endpoint(conn: Connection, endpoint_id: UUID) -> bool:
+    """Take the endpoint's row in KEY SHARE before any of its deliveries: a delete of the endpoint
+    (FOR UPDATE on it, then the cascade to its deliveries) is waited for here, not met halfway (it
+    holding the endpoint and waiting for a delivery we hold: a deadlock). False: it is gone."""
+    found = await conn.fetchval(
+        "SELECT true FROM channels.ioc_endpoints WHERE id = $1 FOR KEY SHARE", endpoint_id
+    )
+    return bool(found)
 
 
 class DeliveryRow(msgspec.Struct, frozen=True):
@@ -443,6 +454,8 @@ async def replay(conn: Connection, endpoint_id: UUID, delivery_id: UUID | None) 
     """Dead deliveries (one, or all of the endpoint's) back to pending with fresh attempts, each
     in its lane (sent when it is the lane's lowest pending sequence); logged."""
     await lock_feed(conn)  # before the lanes, as the drainer takes them: no deadlock
+    if not await _hold_endpoint(conn, endpoint_id):
+        return 0
     cases = await conn.fetch(
         "SELECT DISTINCT case_id FROM channels.ioc_deliveries"
         " WHERE endpoint_id = $1 AND state = 'dead' AND ($2::uuid IS NULL OR id = $2)",

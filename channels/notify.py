@@ -196,6 +196,9 @@ async def _add(
 
 async def _notices(conn: Connection, settings: Settings, event: Envelope) -> list[_Notice]:
     topic = event.topic
+    if topic.startswith("grid.case.") and "sequence" not in event.payload:
+        # Published before grid numbered its events (migration 0012); nothing here uses the number.
+        event = msgspec.structs.replace(event, payload={**event.payload, "sequence": 0})
     if topic == CaseReported.topic:
         reported = msgspec.convert(event.payload, CaseReported)
         if reported.source != "citizen":

@@ -116,8 +116,9 @@ class ClaimedRow(msgspec.Struct, frozen=True):
     attempts: int
 
 
-# clock_timestamp(), not now() and not the worker's clock: the time of the statement, in the one
-# clock every worker shares (a test's single transaction, or a long one, still sees time pass).
+# The database's clock, not now() and not the worker's: statement_timestamp() in conditions (an
+# index can use it; it moves with every statement, so a long transaction still sees time pass),
+# clock_timestamp() for the times written.
 # Due, and not claimed, or claimed by a sender whose lease ran out (it died mid-send). SKIP
 # LOCKED: two workers claiming at once take different rows; the lease keeps them apart after.
 _CLAIM = """
@@ -126,8 +127,8 @@ UPDATE channels.notifications n
        lease_until = clock_timestamp() + make_interval(secs => $1), updated_at = clock_timestamp()
  WHERE n.id IN (
        SELECT id FROM channels.notifications
-        WHERE state IN ('pending', 'failed', 'sending') AND next_attempt_at <= clock_timestamp()
-          AND (state <> 'sending' OR lease_until < clock_timestamp())
+        WHERE state IN ('pending', 'failed', 'sending') AND next_attempt_at <= statement_timestamp()
+          AND (state <> 'sending' OR lease_until < statement_timestamp())
         ORDER BY next_attempt_at
         LIMIT $2
           FOR UPDATE SKIP LOCKED)
@@ -216,7 +217,7 @@ async def prune(conn: Connection, *, older_than_days: int) -> int:
     `older_than_days` ago; returns how many."""
     result: str = await conn.execute(
         "DELETE FROM channels.notifications WHERE state IN ('sent', 'skipped', 'dead')"
-        " AND updated_at < clock_timestamp() - make_interval(days => $1)",
+        " AND updated_at < statement_timestamp() - make_interval(days => $1)",
         older_than_days,
     )
     return int(result.rsplit(maxsplit=1)[-1])

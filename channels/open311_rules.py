@@ -155,6 +155,10 @@ def parse_datetime(name: str, value: str, problems: list[Problem]) -> datetime |
             Problem(400, f"{name}: not a date and time with its offset, e.g. 2026-09-28T08:30:00+08:00")
         )
         return None
+    # Within years 1970-9000, so the windows computed from it (and UTC) never leave datetime's range.
+    if not 1970 <= parsed.year <= 9000:
+        problems.append(Problem(400, f"{name}: a year from 1970 to 9000"))
+        return None
     return parsed
 
 

@@ -292,6 +292,7 @@ async def test_inbound_bad_input_writes_nothing(
     for bad in (
         {**good, "status": "done"},
         {**good, "occurred_at": "2025-01-01T10:00:00"},  # no offset
+        {**good, "occurred_at": "0001-01-01T00:00:00+01:00"},  # before year 1 in UTC
         {**good, "occurred_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()},
         {**good, "update_id": ""},
         {**good, "update_id": "has space"},

@@ -158,12 +158,15 @@ async def test_malformed_dates_and_bad_filters_are_400(o311_http: httpx.AsyncCli
         ({"status": "sleeping"}, "status: 'sleeping' is not"),
         ({"service_code": "nope"}, "service_code: no service"),
         ({"page_size": "5000"}, "page_size: a whole number"),
+        ({"start_date": "9999-12-31T00:00:00Z"}, "start_date: a year from 1970 to 9000"),
+        ({"end_date": "0001-01-01T00:00:00+01:00"}, "end_date: a year from 1970 to 9000"),
     ]:
         reply = await o311_http.get("/open311/v2/requests.json", params=params)
         assert reply.status_code == 400, (params, reply.text)
         assert reply.json()[0]["description"].startswith(says), reply.json()
-    reply = await o311_http.get("/open311/v2/servicerequestupdates.json", params={"start_date": "soon"})
-    assert reply.status_code == 400
+    for start in ("soon", "9999-12-31T00:00:00Z"):
+        reply = await o311_http.get("/open311/v2/servicerequestupdates.json", params={"start_date": start})
+        assert reply.status_code == 400, reply.text
 
 
 async def test_unknown_things_are_404_in_the_spec_format(o311_http: httpx.AsyncClient) -> None:
