@@ -23,15 +23,12 @@ from referencing.jsonschema import DRAFT202012
 
 from channels import open311_store
 from channels.open311_seed import key_digest, key_prefix, new_key
-from grid import api as grid_api
-from grid import layer
-from grid import seed as grid_seed
-from identity import seed as identity_seed
 from identity.keys import KeyRing
 from identity.tokens import RoleGrant, issue_access_token
 from onewindow.db import Connection
 from onewindow.settings import Settings
 from tests.conftest import TEST_SECRET, RollbackDatabase, build_app, lifespan
+from tests.grid.conftest import configure, seed_city
 from tests.workflows.conftest import Clock
 from workflows import engine
 from workflows.api import Actor
@@ -105,19 +102,11 @@ def o311_clock() -> Clock:
     return Clock()
 
 
-def configure(settings: Settings, clock: Clock) -> engine.Runtime:
-    return engine.configure(
-        settings.model_copy(update={"timezone": "Asia/Shanghai"}), [grid_api.subject_kind()], now=clock
-    )
-
-
 @pytest.fixture
 async def o311_city(conn: Connection, settings: Settings, o311_clock: Clock) -> AsyncIterator[engine.Runtime]:
+    """grid's test city (tests/grid/conftest.py): units, layer, categories, the case loop."""
     runtime = configure(settings, o311_clock)
-    await identity_seed.seed_demo(conn, settings)
-    await grid_api.install(conn)
-    await layer.import_layer(conn, grid_seed.layer_document(), by="test", at=o311_clock())
-    await grid_seed.seed_categories(conn)
+    await seed_city(conn, settings, o311_clock)
     yield runtime
     engine.configure(settings)
 

@@ -41,16 +41,21 @@ def configure(settings: Settings, clock: Clock) -> engine.Runtime:
     )
 
 
-@pytest.fixture
-async def city(conn: Connection, settings: Settings, clock: Clock) -> AsyncIterator[engine.Runtime]:
+async def seed_city(conn: Connection, settings: Settings, clock: Clock) -> None:
     """The demo city's units, the grid layer, categories and the case loop; no cases."""
-    runtime = configure(settings, clock)
     await identity_seed.seed_demo(conn, settings)
     await grid_api.install(conn)
     from grid import layer  # noqa: PLC0415 - private module, used by grid's own tests
 
     await layer.import_layer(conn, grid_seed.layer_document(), by="test", at=clock())
     await grid_seed.seed_categories(conn)
+
+
+@pytest.fixture
+async def city(conn: Connection, settings: Settings, clock: Clock) -> AsyncIterator[engine.Runtime]:
+    """The demo city's units, the grid layer, categories and the case loop; no cases."""
+    runtime = configure(settings, clock)
+    await seed_city(conn, settings, clock)
     yield runtime
     engine.configure(settings)
 
