@@ -19,29 +19,7 @@ class PreferenceRow(msgspec.Struct, frozen=True):
     updated_at: datetime
 
 
-class NotificationRow(msgspec.Struct, frozen=True):
-    id: UUID
-    event_id: UUID
-    topic: str
-    recipient: str
-    template: str
-    channel: str
-    language: str
-    params: dict[str, Any] | None
-    state: str
-    attempts: int
-    next_attempt_at: datetime
-    last_error: str | None
-    sent_via: str | None
-    created_at: datetime
-    sent_at: datetime | None
-
-
 _PREFERENCE_COLUMNS = "person, channel, language, version, updated_at"
-_NOTIFICATION_COLUMNS = (
-    "id, event_id, topic, recipient, template, channel, language, params, state, attempts,"
-    " next_attempt_at, last_error, sent_via, created_at, sent_at"
-)
 
 
 async def preference(conn: Connection, person: str) -> PreferenceRow | None:
@@ -221,11 +199,3 @@ async def prune(conn: Connection, *, older_than_days: int) -> int:
         older_than_days,
     )
     return int(result.rsplit(maxsplit=1)[-1])
-
-
-async def notifications_of_event(conn: Connection, event_id: UUID) -> list[NotificationRow]:
-    rows = await conn.fetch(
-        f"SELECT {_NOTIFICATION_COLUMNS} FROM channels.notifications WHERE event_id = $1 ORDER BY created_at, id",
-        event_id,
-    )
-    return [msgspec.convert(r, NotificationRow, from_attributes=True) for r in rows]
