@@ -33,6 +33,7 @@ from onewindow.problems import exception_handlers
 from onewindow.settings import Settings
 from onewindow.web import Resources, provide_conn, provide_settings
 from onewindow.worker import BackgroundWorker, configure_contexts
+from services import api as services_api
 from workflows.http import WORKFLOW_CONTROLLERS
 
 
@@ -52,6 +53,7 @@ def route_handlers() -> list[ControllerRouterHandler]:
         CounterController,
         *WORKFLOW_CONTROLLERS,
         *GRID_CONTROLLERS,
+        *services_api.CONTROLLERS,
         *OPEN311_CONTROLLERS,
         *NOTIFY_CONTROLLERS,
         *IOC_CONTROLLERS,

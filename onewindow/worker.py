@@ -27,6 +27,7 @@ from onewindow.events import Subscription
 from onewindow.jobs import JobContext, transactional
 from onewindow.outbox import Drainer, DrainPolicy, prune
 from onewindow.settings import Settings
+from services import api as services_api
 from workflows import api as workflows_api
 from workflows.jobs import fire_deadlines
 
@@ -68,7 +69,7 @@ def cron_jobs() -> list[CronJob]:
 
 def subject_kinds() -> list[workflows_api.SubjectKind]:
     """The contexts whose work runs on the workflow engine (services' applications, grid's cases)."""
-    return [grid_api.subject_kind()]
+    return [grid_api.subject_kind(), *services_api.subject_kinds()]
 
 
 async def install_contexts(conn: Connection, settings: Settings | None = None) -> None:
@@ -76,6 +77,7 @@ async def install_contexts(conn: Connection, settings: Settings | None = None) -
     settings, the IOC endpoint they configure), after the migrations, in one transaction; idempotent."""
     async with conn.transaction():
         await grid_api.install(conn)
+        await services_api.install(conn)
         if settings is not None:
             await ioc_endpoints.configure(conn, settings)
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from workflows.engine import (
     act,
+    cancel,
     claim,
     configure,
     deadline,
+    evaluate,
     fire_due_timers,
     inbox,
     install_definition,
@@ -54,9 +56,11 @@ __all__ = [
     "TaskView",
     "Transition",
     "act",
+    "cancel",
     "claim",
     "configure",
     "deadline",
+    "evaluate",
     "fire_due_timers",
     "inbox",
     "install_definition",

@@ -983,6 +983,24 @@ async def reassign(
     return _task_view(step.definition, task, step.now)
 
 
+async def cancel(
+    conn: Connection, instance_id: UUID, *, actor: Actor, outcome: str, reason: str
+) -> InstanceView:
+    """End a running instance from outside its definition (the applicant withdrew; the subject's
+    owner cancelled it): every open task closes as cancelled, the history records who and why, and
+    the subject's `ended` hook hears `outcome`. Only the subject's owning context calls this, on
+    authority it has checked itself. 404 unknown, 409 already ended."""
+    step = await _Step.locked(conn, instance_id, actor)
+    if step is None:
+        raise NotFound("No such workflow instance.")
+    if step.instance.status != "running":
+        raise Conflict(f"This workflow has already ended ({step.instance.outcome}).")
+    await step.history("cancelled", comment=reason, data={"outcome": outcome})
+    await step.end(outcome)
+    await step.save()
+    return await _instance_view(step)
+
+
 async def fire_due_timers(conn: Connection, *, limit: int = 200) -> int:
     """Fire deadline timers that are due; each fires once, however late (a worker that was off
     catches up). Busy instances are skipped and picked up by the next scan."""
