@@ -996,6 +996,8 @@ async def cancel(
     if step.instance.status != "running":
         raise Conflict(f"This workflow has already ended ({step.instance.outcome}).")
     await step.history("cancelled", comment=reason, data={"outcome": outcome})
+    for root in [t for t in step.tokens.values() if t.parent_id is None and t.status in ("active", "forked")]:
+        await step.cancel_token(root)  # each open task closes with its own history entry
     await step.end(outcome)
     await step.save()
     return await _instance_view(step)

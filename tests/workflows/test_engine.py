@@ -577,3 +577,34 @@ async def test_a_steps_actions_are_offered_in_the_order_the_author_wrote_them(
     wf.definitions.clear()  # read the definition back from the database, not from this process
     view = await engine.task(conn, task.id, officer())
     assert [action.name for action in view.actions] == authored
+
+
+# --- cancelled from outside the definition (an applicant's withdrawal) -----------------------------
+
+
+@pytest.mark.usefixtures("departments")
+async def test_cancel_ends_a_running_instance_with_its_open_branches(
+    conn: Connection, wf: engine.Runtime
+) -> None:
+    await upload(conn, joint("all"))
+    started = await start(conn, "joint", "s-9")
+    tasks = await _branches(conn, started.id)
+    await _decide(conn, tasks, "market", "approve")
+    ended = await engine.cancel(
+        conn, started.id, actor=Actor.system("services"), outcome="withdrawn", reason="applicant withdrew"
+    )
+    assert (ended.status, ended.outcome, ended.open_tasks) == ("ended", "withdrawn", ())
+    assert await store.open_tasks(conn, started.id) == []
+    assert await hooks(conn, "s-9") == ["transitioned:market_review->reviews", "ended:withdrawn"]
+    events = await history_events(conn, started.id)
+    assert events[-4] == "cancelled:->"  # the instance: who and why
+    assert sorted(events[-3:-1]) == ["cancelled:fire_review->", "cancelled:urban_review->"]
+    assert events[-1] == "ended:->"
+    reasons = [h.comment for h in await store.history(conn, started.id) if h.event == "cancelled"]
+    assert reasons[0] == "applicant withdrew"
+    with pytest.raises(Conflict):
+        await engine.cancel(
+            conn, started.id, actor=Actor.system("services"), outcome="withdrawn", reason="again"
+        )
+    with pytest.raises(NotFound):
+        await engine.cancel(conn, uuid4(), actor=Actor.system("services"), outcome="withdrawn", reason="none")
