@@ -5,6 +5,9 @@ e-mail address, TOTP for the second factor with its QR code, recovery codes, and
 citizens' personal data (AES-GCM encryption, keyed hashes for lookups, normalised phone and
 national ID numbers).
 
+The encryption itself (HKDF key derivation, AES-GCM) is the kernel's `onewindow.crypto`, shared
+with other contexts' secrets at rest; it is re-exported here for identity's modules.
+
 Nothing here touches the database, the settings, the clock or a log: keys, parameters and the time
 are passed in, so every rule can be tested with fixed inputs and the store and HTTP modules decide
 where secrets live. The one piece of I/O is reading `data/common-passwords.txt`, once, on first use.
@@ -36,10 +39,16 @@ from urllib.parse import quote, urlencode
 import segno
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from onewindow.crypto import (
+    KEY_BYTES,
+    DecryptionError,
+    decrypt,
+    derive_key,
+    encrypt,
+    length_prefixed,
+    require_key,
+)
 
 __all__ = [
     "KEY_BYTES",
@@ -81,18 +90,9 @@ __all__ = [
     "verify_totp",
 ]
 
-# Keys for HMAC and AES are 256 bits; anything shorter is a configuration mistake worth failing on.
-KEY_BYTES: Final = 32
-
 
 def _typed_text(text: str) -> str:
     return unicodedata.normalize("NFKC", text)
-
-
-def _require_key(key: bytes, *, exact: bool = False) -> None:
-    if (len(key) != KEY_BYTES) if exact else (len(key) < KEY_BYTES):
-        wanted = "exactly" if exact else "at least"
-        raise ValueError(f"a key must be {wanted} {KEY_BYTES} bytes, not {len(key)}")
 
 
 # --- passwords: hashing --------------------------------------------------------------------------
@@ -251,21 +251,15 @@ def _normalise_code(code: str) -> str:
     return re.sub(r"[\s-]", "", _typed_text(code))
 
 
-def _fields(*fields: str) -> bytes:
-    # Length-prefixed, so ("ab", "c") and ("a", "bc") can never hash alike.
-    encoded = [field.encode("utf-8") for field in fields]
-    return b"".join(struct.pack(">I", len(field)) + field for field in encoded)
-
-
 def code_digest(secret_key: bytes, purpose: str, target: str, code: str) -> bytes:
     """What to store for a code sent to `target` (a normalised phone or e-mail) for `purpose`.
 
     A keyed hash, so a leaked table of pending codes is no list of six-digit numbers to try; the
     purpose and target are inside it, so a code sent for one use cannot confirm another.
     """
-    _require_key(secret_key)
+    require_key(secret_key)
     return hmac.digest(
-        secret_key, _fields("onewindow.code.v1", purpose, target, _normalise_code(code)), "sha256"
+        secret_key, length_prefixed("onewindow.code.v1", purpose, target, _normalise_code(code)), "sha256"
     )
 
 
@@ -422,7 +416,7 @@ def recovery_code_digest(code: str, *, account: str) -> str:
     against millions of digests).
     """
     return hashlib.sha256(
-        _fields("onewindow.recovery.v1", account, normalise_recovery_code(code))
+        length_prefixed("onewindow.recovery.v1", account, normalise_recovery_code(code))
     ).hexdigest()
 
 
@@ -441,56 +435,6 @@ def match_recovery_code(code: str, digests: Iterable[str], *, account: str) -> s
 
 # --- personal data: keys, encryption, lookups, normalisation -------------------------------------
 
-_ENCRYPTION_VERSION: Final = 1
-_NONCE_BYTES: Final = 12
-
-
-class DecryptionError(ValueError):
-    """A blob that this key cannot open: tampered, truncated, another key, or an unknown version."""
-
-
-def derive_key(master: bytes, purpose: str) -> bytes:
-    """A 256-bit key for one purpose ("encrypt", "hash", ...) derived from the master secret (HKDF).
-
-    One secret in the settings, and still no key serves two uses: an encryption key leaking
-    through one path says nothing about the keyed hashes, and each can be rotated on its own.
-    """
-    _require_key(master)
-    if not purpose:
-        raise ValueError("a key needs a purpose")
-    hkdf = HKDF(
-        algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=_fields("onewindow.key.v1", purpose)
-    )
-    return hkdf.derive(master)
-
-
-def encrypt(key: bytes, plaintext: str, *, associated_data: bytes = b"") -> bytes:
-    """version byte || 96-bit random nonce || AES-256-GCM ciphertext and tag.
-
-    `associated_data` (e.g. the account's id) is authenticated but not stored: a blob copied to
-    another row then fails to decrypt there. The version byte is authenticated too, and names the
-    format and key generation so keys can rotate later.
-    """
-    _require_key(key, exact=True)
-    header = bytes([_ENCRYPTION_VERSION])
-    nonce = secrets.token_bytes(_NONCE_BYTES)
-    return header + nonce + AESGCM(key).encrypt(nonce, plaintext.encode("utf-8"), header + associated_data)
-
-
-def decrypt(key: bytes, blob: bytes, *, associated_data: bytes = b"") -> str:
-    """The plaintext of an `encrypt` blob; `DecryptionError` if it cannot be authenticated."""
-    _require_key(key, exact=True)
-    if len(blob) < 1 + _NONCE_BYTES + 16:
-        raise DecryptionError("ciphertext too short")
-    if blob[0] != _ENCRYPTION_VERSION:
-        raise DecryptionError(f"unknown ciphertext version {blob[0]}")
-    header, nonce, sealed = blob[:1], blob[1 : 1 + _NONCE_BYTES], blob[1 + _NONCE_BYTES :]
-    try:
-        plaintext = AESGCM(key).decrypt(nonce, sealed, header + associated_data)
-    except InvalidTag as error:
-        raise DecryptionError("ciphertext failed authentication") from error
-    return plaintext.decode("utf-8")
-
 
 def keyed_hash(key: bytes, value: str) -> bytes:
     """HMAC-SHA256 of a value, for finding a row by a national ID or phone number without storing it.
@@ -498,7 +442,7 @@ def keyed_hash(key: bytes, value: str) -> bytes:
     Pass the value through `normalise_phone` / `normalise_national_id` first: only the NFKC form
     and surrounding space are normalised here, and two spellings of one number must hash alike.
     """
-    _require_key(key)
+    require_key(key)
     return hmac.digest(key, _typed_text(value).strip().encode("utf-8"), "sha256")
 
 
