@@ -11,7 +11,8 @@ from workflows import api as workflows
 async def test_the_city_has_its_catalog_definitions_and_people(conn: Connection, city: People) -> None:
     for code in ITEMS:
         found = await catalog.item(conn, code)
-        assert found is not None and found.version == 1
+        assert found is not None
+        assert found.version == 1
     for key in ("approval-review", "approval-two-step"):
         assert await conn.fetchval("SELECT count(*) FROM workflows.definitions WHERE key = $1", key) >= 1
     assert set(city.officers) == {"market", "fire", "urban", "health"}
