@@ -105,6 +105,7 @@ CREATE TABLE services.applications (
     submitted_at    timestamptz,
     decided_at      timestamptz,
     withdrawn_at    timestamptz,
+    withdrawn_reason text,                -- the applicant's reason for withdrawing
     promised_at     timestamptz,          -- the promised deadline (working days from submission)
     -- counter intake
     intake_by       text,
@@ -224,6 +225,7 @@ CREATE TABLE services.certificates (
     delivery        text NOT NULL DEFAULT 'online' CHECK (delivery IN ('online', 'counter')),
     handed_over_at  timestamptz,
     handed_over_by  text,
+    handed_over_note text,                -- the clerk's note (who collected it: no ID number)
     CHECK ((revoked_at IS NULL) = (revoked_reason IS NULL))
 );
 CREATE INDEX certificates_holder ON services.certificates (holder, issued_at DESC);
