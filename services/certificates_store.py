@@ -213,3 +213,20 @@ async def hand_over(
         note,
     )
     return msgspec.convert(row, CertificateRow, from_attributes=True)
+
+
+async def certificates_page(
+    conn: Connection, holder: str, *, after: tuple[datetime, str] | None, limit: int
+) -> list[CertificateRow]:
+    """One page of a holder's certificates, newest first (limit + 1 rows: the page tells if there
+    is a next one)."""
+    rows = await conn.fetch(
+        f"SELECT {_CERTIFICATE} FROM services.certificates WHERE holder = $1"
+        " AND ($2::timestamptz IS NULL OR (issued_at, number) < ($2, $3))"
+        " ORDER BY issued_at DESC, number DESC LIMIT $4",
+        holder,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit + 1,
+    )
+    return rows_as(rows, CertificateRow)
