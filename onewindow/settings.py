@@ -116,6 +116,25 @@ class Settings(BaseSettings):
         default=4 * 1_048_576, ge=1024, description="Largest offline sync batch accepted (bytes)."
     )
 
+    # One-window approvals (services): documents and the counter.
+    document_max_bytes: int = Field(
+        default=20 * 1_048_576,
+        ge=1024,
+        le=200 * 1_048_576,
+        description="Largest document accepted for an application (bytes); a checklist entry may set less.",
+    )
+    pending_documents_max_days: int = Field(
+        default=10,
+        ge=1,
+        le=60,
+        description="Most working days a counter may give for documents accepted as pending (容缺受理).",
+    )
+    counter_receipt_prefix: str = Field(
+        default="YC-R",
+        pattern=r"^[A-Z][A-Z0-9-]{0,15}$",
+        description="Prefix of counter receipt numbers (YC-R-2026-000001), one sequence per year.",
+    )
+
     # Open311 GeoReport v2 (channels).
     open311_jurisdiction_id: str | None = Field(
         default=None,
