@@ -116,6 +116,7 @@ async def test_closing_the_follow_up_through_the_engine_closes_its_row(
         "SELECT status, outcome, note, closed_at FROM services.follow_ups WHERE application_id = $1 AND department = 'market'",
         app_id,
     )
+    assert row is not None
     assert dict(row) == {
         "status": "done",
         "outcome": "resolved",
