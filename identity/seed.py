@@ -18,6 +18,9 @@ DEMO_UNITS: tuple[tuple[str, str, str | None, str, str], ...] = (
     ("fire", "department", "demo", "消防救援支队", "Fire and Rescue Department"),
     ("urban", "department", "demo", "城市管理局", "Urban Management Department"),
     ("water", "department", "demo", "水务局", "Water Authority"),
+    ("health", "department", "demo", "卫生健康委员会", "Health Commission"),
+    ("housing", "department", "demo", "住房和城乡建设局", "Housing and Urban-Rural Development Bureau"),
+    ("planning", "department", "demo", "自然资源和规划局", "Natural Resources and Planning Bureau"),
     ("central", "district", "demo", "中心区", "Central District"),
     ("riverside", "street", "central", "滨河街道", "Riverside Street"),
     ("riverside-1", "community", "riverside", "滨河一社区", "Riverside Community 1"),
@@ -55,6 +58,22 @@ DEMO_ACCOUNTS: tuple[tuple[str, str, str, str, str], ...] = (
     ("officer3", "Officer Three (urban)", "officer3@demo.onewindow.invalid", "officer", "urban"),
     ("officer4", "Officer Four (water)", "officer4@demo.onewindow.invalid", "officer", "water"),
     ("citizen1", "Citizen One", "citizen1@demo.onewindow.invalid", "citizen", "demo"),
+    # The departments that own approval items (services' demo catalog): an officer who reviews
+    # and a supervisor who signs off two-step approvals and follows up bad ratings, each held in
+    # the department's own unit.
+    ("officer5", "Officer Five (health)", "officer5@demo.onewindow.invalid", "officer", "health"),
+    ("officer6", "Officer Six (housing)", "officer6@demo.onewindow.invalid", "officer", "housing"),
+    ("officer7", "Officer Seven (planning)", "officer7@demo.onewindow.invalid", "officer", "planning"),
+    *(
+        (
+            f"supervisor-{unit}",
+            f"Supervisor ({unit})",
+            f"supervisor-{unit}@demo.onewindow.invalid",
+            "supervisor",
+            unit,
+        )
+        for unit in ("market", "fire", "urban", "water", "health", "housing", "planning")
+    ),
 )
 
 CITIZEN_SCOPES = ["openid", "profile", "email", "phone", "offline_access"]

@@ -258,17 +258,36 @@ def _words(value: Any) -> str:
     return _TYPE_WORDS.get(str(value), str(value))
 
 
-def _field_errors(error: jsonschema.exceptions.ValidationError) -> Iterator[FieldError]:
+def _declared(root: Mapping[str, Any], path: Sequence[str | int]) -> Any:
+    """The schema the form declares at an instance path (following properties and items), for
+    the field's title when the failing subschema has none (a $ref target, an if/then branch)."""
+    schema: Any = root
+    for token in path:
+        if not isinstance(schema, dict):
+            return None
+        schema = (
+            (schema.get("properties") or {}).get(token) if isinstance(token, str) else schema.get("items")
+        )
+    return schema
+
+
+def _field_errors(
+    error: jsonschema.exceptions.ValidationError, root: Mapping[str, Any]
+) -> Iterator[FieldError]:
     """What a citizen reads for one schema error: the field's title and what to do about it,
     never the value they typed (forms carry personal data)."""
     path = list(error.absolute_path)
     name = path[-1] if path else None
-    label = _label(error.schema, name)
+    has_title = isinstance(error.schema, dict) and "title" in error.schema
+    label = _label(error.schema if has_title else _declared(root, path), name)
     value = error.validator_value
     kind = error.validator
     if kind == "required":
         present = error.instance if isinstance(error.instance, dict) else {}
-        fields = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        declared = _declared(root, path)
+        fields = dict(declared.get("properties") or {}) if isinstance(declared, dict) else {}
+        if isinstance(error.schema, dict):
+            fields |= error.schema.get("properties") or {}
         message = str(error.message)
         for missing in value:
             if missing not in present and message.startswith(repr(missing)):
@@ -314,10 +333,11 @@ def _field_errors(error: jsonschema.exceptions.ValidationError) -> Iterator[Fiel
 def form_errors(items: Sequence[Item], form: Mapping[str, Any]) -> list[FieldError]:
     """Every problem of the form at once (not the first only), each with a pointer
     `/form/<field>` and a message the applicant can act on; empty when the form is complete."""
-    validator = jsonschema.Draft202012Validator(form_schema(items), format_checker=jsonschema.FormatChecker())
+    schema = form_schema(items)
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
     found: list[FieldError] = []
     for error in validator.iter_errors(dict(form)):
-        for field_error in _field_errors(error):
+        for field_error in _field_errors(error, schema):
             if field_error not in found:
                 found.append(field_error)
     return sorted(found, key=lambda e: e.pointer)

@@ -47,6 +47,13 @@ async def test_demo_accounts_have_their_roles_in_their_units(conn: Connection, s
         "officer3": [("officer", "urban")],
         "officer4": [("officer", "water")],
         "citizen1": [("citizen", "demo")],
+        "officer5": [("officer", "health")],
+        "officer6": [("officer", "housing")],
+        "officer7": [("officer", "planning")],
+        **{
+            f"supervisor-{unit}": [("supervisor", unit)]
+            for unit in ("market", "fire", "urban", "water", "health", "housing", "planning")
+        },
     }
     grid = await store.unit_by_code(conn, "G-0107")
     assert grid is not None
