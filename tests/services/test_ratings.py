@@ -199,7 +199,6 @@ async def test_only_the_applicant_rates(
         {},
         {"level": 0},
         {"level": 6},
-        {"level": "5"},
         {"level": 3.5},
         {"level": 3, "comment": "x" * 2001},
         {"level": 3, "stars": 3},
