@@ -33,6 +33,13 @@ from identity import api as identity_api
 from onewindow.db import Connection
 from onewindow.events import Envelope, Subscription
 from onewindow.settings import Settings
+from services.events import (
+    ApplicationDecided,
+    ApplicationReceived,
+    ApplicationReturned,
+    CertificateReady,
+    ServiceName,
+)
 from workflows.events import DeadlineBreached, DeadlineWarned
 
 __all__ = [
@@ -56,7 +63,10 @@ TOPICS: Final = (
     "grid.case.closed",
     "workflows.deadline.warned",
     "workflows.deadline.breached",
-    # Application events join when services publishes them (templates ready: docs/notifications.md).
+    "services.application.received",
+    "services.application.returned",
+    "services.application.decided",
+    "services.certificate.ready",
 )
 ChannelChoice = Literal["email", "sms", "none"]
 
@@ -212,6 +222,8 @@ async def _notices(conn: Connection, settings: Settings, event: Envelope) -> lis
             return []  # a rejection was told with its reason when it happened (case_rejected)
         params = {"number": closed.number, "rating_url": rating_url(settings, closed.case_id)}
         return await _to_reporter(conn, closed.case_id, "case_closed", params)
+    if topic.startswith("services."):
+        return await _application(conn, settings, event)
     if topic == DeadlineWarned.topic:
         warned = msgspec.convert(event.payload, DeadlineWarned)
         return await _deadline(conn, settings, warned, "deadline_warned", ())
@@ -286,3 +298,64 @@ async def _reference(conn: Connection, subject_kind: str, subject_id: str) -> st
 
 def _local(settings: Settings, at: datetime) -> str:
     return at.astimezone(ZoneInfo(settings.timezone)).strftime("%Y-%m-%d %H:%M")
+
+
+# --- applications (services) ----------------------------------------------------------------------
+
+# How a decision reads in each language (the template says "result: {decision}").
+_DECISIONS: Final[dict[str, dict[Language, str]]] = {
+    "approved": {"zh-CN": "准予许可", "en": "approved"},
+    "rejected": {"zh-CN": "不予许可", "en": "not approved"},
+    "partly_approved": {"zh-CN": "部分准予许可", "en": "partly approved"},
+}
+
+
+async def _language(conn: Connection, settings: Settings, subject: str) -> Language:
+    """The language the applicant reads their messages in (their choice, else their locale)."""
+    contact = await identity_api.contact_details(conn, settings, subject)
+    if contact is None:
+        return "zh-CN"
+    return (await effective_preference(conn, contact)).language
+
+
+def _service(name: ServiceName, language: Language) -> str:
+    return name.en if language == "en" else name.zh
+
+
+async def _application(conn: Connection, settings: Settings, event: Envelope) -> list[_Notice]:
+    """An application's events go to its applicant, in their language: received, returned for
+    correction (with the reviewer's list of what to fix and the date), decided, certificate ready."""
+    if event.topic == ApplicationReceived.topic:
+        received = msgspec.convert(event.payload, ApplicationReceived)
+        language = await _language(conn, settings, received.applicant)
+        params: dict[str, Any] = {"number": received.number, "service": _service(received.service, language)}
+        return [_Notice(template="application_received", recipients=(received.applicant,), params=params)]
+    if event.topic == ApplicationReturned.topic:
+        returned = msgspec.convert(event.payload, ApplicationReturned)
+        language = await _language(conn, settings, returned.applicant)
+        params = {
+            "number": returned.number,
+            "service": _service(returned.service, language),
+            "what_to_fix": "\n".join(f"- {line}" for line in returned.what_to_fix) or "-",
+            "due": _local(settings, returned.due) if returned.due else "-",
+        }
+        return [_Notice(template="application_returned", recipients=(returned.applicant,), params=params)]
+    if event.topic == ApplicationDecided.topic:
+        decided = msgspec.convert(event.payload, ApplicationDecided)
+        language = await _language(conn, settings, decided.applicant)
+        params = {
+            "number": decided.number,
+            "service": _service(decided.service, language),
+            "decision": _DECISIONS[decided.decision][language],
+        }
+        return [_Notice(template="application_decided", recipients=(decided.applicant,), params=params)]
+    if event.topic == CertificateReady.topic:
+        ready = msgspec.convert(event.payload, CertificateReady)
+        language = await _language(conn, settings, ready.holder)
+        params = {
+            "number": ready.number,
+            "service": _service(ready.service, language),
+            "certificate_url": f"{settings.public_url.rstrip('/')}/api/v1/certificates/{ready.certificate}",
+        }
+        return [_Notice(template="certificate_ready", recipients=(ready.holder,), params=params)]
+    return []

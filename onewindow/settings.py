@@ -135,6 +135,13 @@ class Settings(BaseSettings):
         description="Prefix of counter receipt numbers (YC-R-2026-000001), one sequence per year.",
     )
 
+    # One-window approvals (services): applications.
+    application_prefix: str = Field(
+        default="YC",
+        pattern=r"^[A-Z][A-Z0-9]{0,7}$",
+        description="Prefix of application numbers (YC-2026-000123), one sequence per prefix and year.",
+    )
+
     # Open311 GeoReport v2 (channels).
     open311_jurisdiction_id: str | None = Field(
         default=None,

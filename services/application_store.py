@@ -15,6 +15,7 @@ from uuid import UUID
 import msgspec
 
 from onewindow.db import Connection
+from onewindow.errors import NotFound
 
 ApplicationStatus = Literal[
     "draft",
@@ -389,6 +390,8 @@ async def insert_payment(
         reference,
         now,
     )
+    if record is None:
+        raise RuntimeError("INSERT ... RETURNING gave no row")
     return msgspec.convert(dict(record), PaymentRow)
 
 
@@ -396,12 +399,14 @@ async def settle_payment(
     conn: Connection, payment_id: UUID, *, status: Literal["confirmed", "failed"], now: datetime
 ) -> PaymentRow:
     record = await conn.fetchrow(
-        "UPDATE services.payments SET status = $2, confirmed_at = CASE WHEN $2 = 'confirmed' THEN $3 END"
+        "UPDATE services.payments SET status = $2, confirmed_at = CASE WHEN $2 = 'confirmed' THEN $3::timestamptz END"
         f" WHERE id = $1 RETURNING {_PAYMENT}",
         payment_id,
         status,
         now,
     )
+    if record is None:
+        raise NotFound("No such payment.")
     return msgspec.convert(dict(record), PaymentRow)
 
 

@@ -32,7 +32,7 @@ from onewindow import worker
 from onewindow.db import Connection
 from onewindow.settings import Settings
 from services import api as services_api
-from services import catalog, catalog_store
+from services import applications, catalog, catalog_store
 from tests.conftest import TEST_SECRET, RollbackDatabase, app_client, build_app
 from tests.workflows.conftest import Clock
 from workflows import engine
@@ -197,10 +197,11 @@ def clock() -> Clock:
 
 
 def configure(settings: Settings, clock: Clock) -> engine.Runtime:
-    """The engine for the city's time zone on the tests' clock, with every context's subject kinds."""
-    return engine.configure(
-        settings.model_copy(update={"timezone": "Asia/Shanghai"}), worker.subject_kinds(), now=clock
-    )
+    """The engine for the city's time zone on the tests' clock, with every context's subject kinds;
+    services' own per-process settings (what its engine hooks need)."""
+    city = settings.model_copy(update={"timezone": "Asia/Shanghai"})
+    applications.configure(city)
+    return engine.configure(city, worker.subject_kinds(), now=clock)
 
 
 async def make_person(
