@@ -21,7 +21,7 @@ CREATE TABLE services.items (
     life_events   text[] NOT NULL DEFAULT '{}',
     channels      text[] NOT NULL,
     active        boolean NOT NULL DEFAULT true,
-    body          jsonb NOT NULL,
+    body          json NOT NULL,          -- json, not jsonb: the form's fields keep their order
     updated_at    timestamptz NOT NULL,
     updated_by    text NOT NULL
 );
@@ -31,7 +31,7 @@ CREATE INDEX items_life_events ON services.items USING gin (life_events);
 CREATE TABLE services.item_versions (
     code          text NOT NULL REFERENCES services.items (code),
     version       integer NOT NULL,
-    body          jsonb NOT NULL,
+    body          json NOT NULL,          -- json, not jsonb: the form's fields keep their order
     active        boolean NOT NULL,
     changed_by    text NOT NULL,
     changed_at    timestamptz NOT NULL,
@@ -49,7 +49,7 @@ CREATE TABLE services.bundles (
     life_events   text[] NOT NULL DEFAULT '{}',
     items         text[] NOT NULL CHECK (cardinality(items) >= 2),
     active        boolean NOT NULL DEFAULT true,
-    body          jsonb NOT NULL,
+    body          json NOT NULL,          -- json, not jsonb: the form's fields keep their order
     updated_at    timestamptz NOT NULL,
     updated_by    text NOT NULL
 );
@@ -58,7 +58,7 @@ CREATE INDEX bundles_life_events ON services.bundles USING gin (life_events);
 CREATE TABLE services.bundle_versions (
     code          text NOT NULL REFERENCES services.bundles (code),
     version       integer NOT NULL,
-    body          jsonb NOT NULL,
+    body          json NOT NULL,          -- json, not jsonb: the form's fields keep their order
     active        boolean NOT NULL,
     changed_by    text NOT NULL,
     changed_at    timestamptz NOT NULL,

@@ -530,9 +530,16 @@ class CatalogController(Controller):
         request: Request[Any, Any, Any],
         conn: Connection,
         q: Search = None,
-        department: Annotated[str | None, QueryParameter(max_length=63)] = None,
-        life_event: Annotated[str | None, QueryParameter(max_length=63)] = None,
-        channel: Literal["online", "app", "counter"] | None = None,
+        department: Annotated[
+            str | None, QueryParameter(max_length=63, description="The owning department's unit code.")
+        ] = None,
+        life_event: Annotated[
+            str | None, QueryParameter(max_length=63, description="A life event, e.g. open-restaurant.")
+        ] = None,
+        channel: Annotated[
+            Literal["online", "app", "counter"] | None,
+            QueryParameter(description="Offered through this channel."),
+        ] = None,
         include_inactive: IncludeInactive = False,
         cursor: Cursor = None,
         limit: Limit = 20,
@@ -692,7 +699,9 @@ class CatalogController(Controller):
         request: Request[Any, Any, Any],
         conn: Connection,
         q: Search = None,
-        life_event: Annotated[str | None, QueryParameter(max_length=63)] = None,
+        life_event: Annotated[
+            str | None, QueryParameter(max_length=63, description="A life event, e.g. open-restaurant.")
+        ] = None,
         include_inactive: IncludeInactive = False,
         cursor: Cursor = None,
         limit: Limit = 20,
