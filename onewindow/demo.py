@@ -17,6 +17,7 @@ from identity import seed as identity_seed
 from onewindow.db import Connection, Database
 from onewindow.settings import Settings
 from onewindow.worker import configure_contexts
+from services import seed as services_seed
 from workflows import seed as workflows_seed
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ SEEDERS: list[tuple[str, Seeder]] = [
     ("identity", identity_seed.seed_demo),
     ("workflows", workflows_seed.seed_demo),
     ("grid", grid_seed.seed_demo),
+    ("services catalog", services_seed.seed_catalog),
     ("open311", open311_seed.seed_demo),
 ]
 
