@@ -3,6 +3,8 @@ it twice adds no versions."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from identity import seed as identity_seed
 from onewindow.db import Connection
 from onewindow.settings import Settings
@@ -82,3 +84,49 @@ async def test_the_demo_catalog_covers_the_demo(conn: Connection, settings: Sett
     assert checklist["floor_plan"].items == ("food-operation-licence", "fire-safety-inspection")
     assert "property_certificate" not in checklist
     assert "fire_facility_test_report" not in checklist  # only above 300 m²
+
+
+def _example(item: catalog.Item) -> dict[str, Any]:
+    examples = item.form_schema.get("examples")
+    assert isinstance(examples, list), f"{item.code} has no example form"
+    assert examples, f"{item.code} has no example form"
+    first = examples[0]
+    assert isinstance(first, dict)
+    return first
+
+
+def test_every_item_has_an_example_form_that_validates() -> None:
+    for item in demo_catalog().items:
+        assert catalog.form_errors([item], _example(item)) == [], item.code
+
+
+def test_an_example_form_with_a_field_broken_is_refused() -> None:
+    """The check above can fail: the same example with a required field taken out is refused."""
+    item = {item.code: item for item in demo_catalog().items}["temporary-street-stall"]
+    broken = {key: value for key, value in _example(item).items() if key != "goods"}
+    assert [error.pointer for error in catalog.form_errors([item], broken)] == ["/form/goods"]
+
+
+def test_the_union_of_a_bundles_examples_is_a_valid_form_of_the_bundle() -> None:
+    demo = demo_catalog()
+    items = {item.code: item for item in demo.items}
+    for bundle in demo.bundles:
+        members = [items[code] for code in bundle.items]
+        union: dict[str, Any] = {}
+        for member in members:
+            example = _example(member)
+            # The shared fields agree, so the union does not depend on the items' order.
+            assert all(union[key] == value for key, value in example.items() if key in union), bundle.code
+            union |= example
+        assert catalog.form_errors(members, union) == [], bundle.code
+
+
+def test_the_bench_items_example_implies_a_checklist_of_documents_only() -> None:
+    """bench/services_data.py drafts with the online low-assurance item's example and attaches
+    one document per checklist entry: every entry must be satisfiable by an upload."""
+    low = [item for item in demo_catalog().items if item.min_assurance == "low" and "online" in item.channels]
+    assert low
+    for item in low:
+        requirements = catalog.checklist([item], _example(item))
+        assert requirements
+        assert all(requirement.media_types for requirement in requirements)
