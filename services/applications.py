@@ -27,7 +27,14 @@ import msgspec
 from identity.api import Principal, unit_name, unit_path
 from onewindow import outbox
 from onewindow.db import Connection
-from onewindow.errors import Conflict, FieldError, NotFound, RuleViolation, ValidationFailed
+from onewindow.errors import (
+    Conflict,
+    FieldError,
+    NotFound,
+    PreconditionFailed,
+    RuleViolation,
+    ValidationFailed,
+)
 from onewindow.settings import Settings
 from services import application_store as store
 from services import catalog, documents
@@ -230,7 +237,6 @@ async def edit(
 ) -> ApplicationRow:
     """Change the form of a draft, of an application returned at the counter, or of one under
     correction (merge-patch). 404 for someone who may not see it, 412 stale, 409 not editable."""
-    from onewindow.errors import PreconditionFailed  # noqa: PLC0415 - used here only
 
     app = await store.application(conn, app_id, lock=True)
     if app is None or not may_edit(principal, app):

@@ -105,13 +105,12 @@ class ItemKind:
             and row.fee_minor > 0
         ):
             await store.set_item_status(conn, row.id, status="awaiting_payment")
-        elif (
-            transition.from_state in applications.WAIT_STATES
-            and transition.to_state not in applications.WAIT_STATES
-        ):
+        elif transition.from_state == applications.CORRECTION_STATE and transition.action == "resubmit":
             await store.set_item_status(
                 conn, row.id, status="in_review", promised_at=await self._promise(conn, row, transition.at)
             )
+        elif transition.from_state in applications.WAIT_STATES:
+            pass  # paid, or a correction that lapsed: the instance ends now and `ended` records it
         elif row.status not in store.ENDED_ITEM:
             await store.set_item_status(conn, row.id, status="in_review")
         await applications.recompute(conn, app.id, now=transition.at)
