@@ -564,6 +564,8 @@ class ApplicationView(msgspec.Struct, frozen=True, kw_only=True):
     applicant: str | None = None
     missing: list[Any] = msgspec.field(default_factory=list)
     documents_due_at: datetime | None = None
+    # The checklist of the items shown, with where each entry stands (content: the documents routes).
+    documents: list[documents.ChecklistStatus] = msgspec.field(default_factory=list)
 
 
 def may_see(
@@ -787,6 +789,10 @@ async def view(conn: Connection, principal: Principal, app_id: UUID) -> Applicat
     history += closing
     history.sort(key=lambda s: s.at)  # stable: at the same instant, the application's end comes last
     name = await service_name(conn, app)
+    shown_codes = {row.item_code for row in shown}
+    checklist = await documents.checklist_status(
+        conn, app.id, catalog.checklist([pinned[row.item_code] for row in shown], app.form)
+    )
     return ApplicationView(
         id=app.id,
         number=app.number,
@@ -810,6 +816,7 @@ async def view(conn: Connection, principal: Principal, app_id: UUID) -> Applicat
         applicant=app.applicant if staff else None,
         missing=list(app.missing) if whole else [m for m in corrections if _mine(m, shown)],
         documents_due_at=app.documents_due_at,
+        documents=[entry for entry in checklist if shown_codes & set(entry.items)],
     )
 
 

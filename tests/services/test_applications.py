@@ -440,6 +440,12 @@ async def test_a_bundle_runs_in_parallel_each_item_in_its_department(
     fire_view = await status(http, await bearer(people.officers["fire"]), made["id"])
     assert [i["item"] for i in fire_view["items"]] == ["t-fire"]
     assert fire_view["form"] == {"address": "滨河路 18 号", "area": 30}
+    assert fire_view["documents"] == []  # area 30: no floor plan asked for; the others are not fire's
+    market_view = await status(http, await bearer(people.officers["market"]), made["id"])
+    assert {d["code"]: d["status"] for d in market_view["documents"]} == {
+        "id_card": "provided",
+        "lease": "provided",
+    }
     assert {s.get("item") for s in fire_view["history"]} <= {None, "t-fire"}
     clerk_view = await status(http, await bearer(people.clerk), made["id"])
     assert len(clerk_view["items"]) == 4
