@@ -443,8 +443,8 @@ async def test_a_bundle_runs_in_parallel_each_item_in_its_department(
     assert fire_view["documents"] == []  # area 30: no floor plan asked for; the others are not fire's
     market_view = await status(http, await bearer(people.officers["market"]), made["id"])
     assert {d["code"]: d["status"] for d in market_view["documents"]} == {
-        "id_card": "provided",
-        "lease": "provided",
+        "id_card": "reused",
+        "lease": "reused",
     }
     assert {s.get("item") for s in fire_view["history"]} <= {None, "t-fire"}
     clerk_view = await status(http, await bearer(people.clerk), made["id"])
