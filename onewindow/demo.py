@@ -3,7 +3,7 @@
 Every seeder is idempotent (it upserts by a natural key), and all of them run in one
 transaction, so running the seed twice changes nothing and a failed seed leaves nothing half
 done. Contexts add their seeders to `SEEDERS` as they land (departments, accounts, catalog,
-grids, Open311 services).
+grids, services' catalog and demo applications, Open311 services).
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ from workflows import seed as workflows_seed
 
 log = logging.getLogger(__name__)
 
-Seeder = Callable[[Connection, Settings], Awaitable[None]]
+# A seeder may return what it seeded (for its own tests); the demo ignores it.
+Seeder = Callable[[Connection, Settings], Awaitable[object]]
 
 SEEDERS: list[tuple[str, Seeder]] = [
     ("identity", identity_seed.seed_demo),
     ("workflows", workflows_seed.seed_demo),
     ("grid", grid_seed.seed_demo),
     ("services catalog", services_seed.seed_catalog),
+    ("services applications", services_seed.seed_applications),
     ("open311", open311_seed.seed_demo),
 ]
 
