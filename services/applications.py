@@ -75,6 +75,11 @@ WAIT_STATES = frozenset({CORRECTION_STATE, PAYMENT_STATE})
 CORRECTION_DAYS = 30
 EDITABLE = ("draft", "returned", "needs_correction")
 SUBMITTABLE = ("draft", "submitted", "returned")
+WITHDRAWABLE = (*store.UNDECIDED, "draft", "returned")
+# Outcomes of an item's instance besides approved/rejected: the applicant withdrew (through
+# `workflows.api.cancel`), or a correction was not made in time (the definitions' `lapsed`).
+WITHDRAWN = "withdrawn"
+LAPSED = "lapsed"
 _LEVELS = ("low", "substantial", "high")
 _MAX_HOURS = 365 * 24
 
@@ -385,20 +390,23 @@ async def withdraw(
     conn: Connection, app_id: UUID, *, actor: workflows.Actor, reason: str, now: datetime
 ) -> ApplicationRow:
     """The applicant takes the application back before it is decided: each item still under
-    review ends with the outcome `withdrawn` (the engine closes its tasks and records why)."""
-    app = await store.application(conn, app_id, lock=True)
+    review ends with the outcome `withdrawn` (the engine closes its tasks and records why).
+
+    Locks are taken in the engine's order (an item's instance, then the application), as a
+    department's step takes them: the instances are cancelled first (their `ended` hook marks
+    the item and leaves the application alone), the application is locked last. A department
+    that decided an item meanwhile makes the cancellation a 409, and nothing is withdrawn."""
+    app = await store.application(conn, app_id)
     if app is None or app.applicant != actor.subject:
         raise NotFound("No such application.")
-    if app.status not in (*store.UNDECIDED, "draft", "returned"):
+    if app.status not in WITHDRAWABLE:
         raise Conflict(f"The application is {app.status}: it can no longer be withdrawn.")
-    # Withdrawn first: the items' endings then leave the application's status alone (`recompute`).
-    app = await store.mark_withdrawn(conn, app.id, reason=reason, now=now)
     for row in await store.items_of(conn, app.id):
         if row.status in store.ENDED_ITEM:
             continue
         instance = await workflows.instance_for_subject(conn, KIND, str(row.id))
-        if instance is not None and instance.status == "running":
-            await workflows.cancel(conn, instance.id, actor=actor, outcome="withdrawn", reason=reason)
+        if instance is not None:
+            await workflows.cancel(conn, instance.id, actor=actor, outcome=WITHDRAWN, reason=reason)
         else:
             await store.decide_item(
                 conn,
@@ -410,7 +418,10 @@ async def withdraw(
                 working_days=None,
                 on_time=None,
             )
-    return app
+    locked = await store.application(conn, app_id, lock=True)
+    if locked is None or locked.status not in WITHDRAWABLE:
+        raise Conflict("The application changed meanwhile: it can no longer be withdrawn.")
+    return await store.mark_withdrawn(conn, app.id, reason=reason, now=now)
 
 
 # --- the application's status from its items --------------------------------------------------

@@ -189,11 +189,33 @@ class ItemKind:
 
     async def ended(self, conn: Connection, ending: workflows.Ending) -> None:
         row = await self._item(conn, ending.subject_id)
+        if ending.outcome == applications.WITHDRAWN:
+            # The applicant's withdrawal (applications.withdraw) cancels the instances, then
+            # settles the application itself: no application lock here (see there why).
+            app = await store.application(conn, row.application_id)
+            if app is None:
+                raise RuntimeError("invariant broken: an item without its application")
+            await store.decide_item(
+                conn,
+                row.id,
+                status="withdrawn",
+                at=ending.at,
+                by=app.applicant,
+                reason=None,
+                working_days=None,
+                on_time=None,
+            )
+            return
         app = await store.application(conn, row.application_id, lock=True)
         if app is None:
             raise RuntimeError("invariant broken: an item without its application")
-        outcome = ending.outcome if ending.outcome in ("approved", "rejected") else "withdrawn"
-        status: Literal["approved", "rejected", "withdrawn"] = outcome  # type: ignore[assignment]
+        status: Literal["approved", "rejected", "withdrawn"] = (
+            "approved"
+            if ending.outcome == "approved"
+            else "rejected"
+            if ending.outcome == "rejected"
+            else "withdrawn"
+        )
         found = await catalog.item(conn, row.item_code, row.item_version)
         working_days = on_time = None
         if status != "withdrawn":

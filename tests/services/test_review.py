@@ -184,3 +184,46 @@ async def test_pending_documents_are_allowed_only_where_the_item_allows(
         now=clock(),
     )
     assert done.status == "in_review"
+
+
+async def test_withdrawing_a_bundle_keeps_what_was_decided(
+    conn: Connection, people: People, clock: Clock, tmp_path: Path
+) -> None:
+    app = await applications.create_draft(
+        conn,
+        applicant=people.citizen.subject,
+        created_by=people.citizen.subject,
+        channel="online",
+        bundle_code="t-restaurant",
+        form={"company_name": "河畔小馆", "address": "滨河路 18 号", "area": 30, "sign_text": "河畔小馆"},
+        now=clock(),
+    )
+    await supply(
+        conn,
+        tmp_path,
+        str(app.id),
+        people.citizen.subject,
+        "id_card",
+        "lease",
+        "business_licence",
+        at=clock(),
+    )
+    await applications.submit(conn, app.id, actor=people.citizen, acr=SUBSTANTIAL, now=clock())
+    await act(conn, people.officers["fire"], str(app.id), "reject", comment="No fire exit.")
+    done = await applications.withdraw(
+        conn, app.id, actor=people.citizen, reason="Not without fire.", now=clock()
+    )
+    assert (done.status, done.outcome, done.withdrawn_reason) == ("withdrawn", None, "Not without fire.")
+    statuses = {i.item_code: i.status for i in await application_store.items_of(conn, app.id)}
+    assert statuses == {
+        "t-business": "withdrawn",
+        "t-food": "withdrawn",
+        "t-fire": "rejected",
+        "t-signage": "withdrawn",
+    }
+    for department in ("market", "health", "urban"):
+        assert not await workflows.inbox(conn, people.officers[department], subject_kind="application_item")
+    decided = await conn.fetchval(
+        "SELECT count(*) FROM onewindow.outbox WHERE topic = 'services.application.decided'"
+    )
+    assert decided == 0
