@@ -361,8 +361,10 @@ async def resubmit(
 ) -> ApplicationRow:
     """After a department returned items for correction: the form and the checklist are checked
     again, then the applicant answers every correction step (`resubmit`) so each item goes back
-    to its reviewer, whose clock continues where it stopped."""
-    app = await store.application(conn, app_id, lock=True)
+    to its reviewer, whose clock continues where it stopped. The application is not locked
+    first: each step locks its instance, then (in the hook) the application, the engine's order;
+    a second resubmission meanwhile finds the steps answered (409)."""
+    app = await store.application(conn, app_id)
     if app is None or app.applicant != actor.subject:
         raise NotFound("No such application.")
     if app.status != "needs_correction":
