@@ -85,6 +85,7 @@ async def install_contexts(conn: Connection, settings: Settings | None = None) -
 def configure_contexts(settings: Settings) -> None:
     """Per-process set-up of the contexts that need it, in every process (HTTP and worker)."""
     workflows_api.configure(settings, subject_kinds())
+    services_api.configure(settings)
     notify.configure(settings)
 
 

@@ -1,8 +1,9 @@
 """What other contexts and the composition root may use of one-window approvals.
 
-- the composition root: `subject_kinds()` (an application's item under review, and a bad
-  rating's follow-up, as the workflow engine's subjects), `install(conn)` (the review and
-  follow-up definitions, installed at start) and `CONTROLLERS`;
+- the composition root: `configure(settings)` (per process: the application hooks sign
+  certificates and number applications with them), `subject_kinds()` (an application's item
+  under review, and a bad rating's follow-up, as the workflow engine's subjects), `install(conn)`
+  (the review and follow-up definitions, installed at start) and `CONTROLLERS`;
 - channels: the events in `services.events`.
 """
 
@@ -12,10 +13,11 @@ from importlib import resources
 
 from onewindow.db import Connection
 from services import ratings, review
+from services.applications import configure
 from services.http import CONTROLLERS
 from workflows import api as workflows
 
-__all__ = ["CONTROLLERS", "definitions", "install", "subject_kinds"]
+__all__ = ["CONTROLLERS", "configure", "definitions", "install", "subject_kinds"]
 
 
 def subject_kinds() -> list[workflows.SubjectKind]:
