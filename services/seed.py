@@ -221,8 +221,13 @@ class _Seeding:
     settings: Settings
     people: DemoPeople
     store: BlobStore
-    now: datetime
     examples: dict[str, dict[str, Any]]
+
+    @property
+    def now(self) -> datetime:
+        """The engine's time at each step (the engine stamps its own steps with it too, and a
+        certificate issued a moment ago is valid from then on)."""
+        return workflows.now()
 
     def form(self, *codes: str, **changes: Any) -> dict[str, Any]:
         """The catalog's example forms of `codes` merged (a bundle's form), with `changes`."""
@@ -371,7 +376,6 @@ async def seed_applications(conn: Connection, settings: Settings) -> None:
         settings=settings,
         people=people,
         store=document_store(settings),
-        now=workflows.now(),
         examples={item.code: dict(item.form_schema["examples"][0]) for item in demo.items},
     )
     for scenario in _SCENARIOS:
