@@ -512,12 +512,14 @@ def test_counter_intake_with_a_pending_document_then_online_upload_and_hand_over
     decided = ok(api.get(f"/api/v1/applications/{app_id}", headers=citizen))
     assert (decided["status"], decided["outcome"]) == ("decided", "approved")
     numbers = verify_certificates(api, provider, citizen, subject, number)
-    handed = api.post(
-        f"/api/v1/counter/certificates/{numbers[0]}/hand-over",
-        json={"note": "Collected by the holder."},
-        headers=clerk,
+    handed = ok(
+        api.post(
+            f"/api/v1/counter/certificates/{numbers[0]}/hand-over",
+            json={"note": "Collected by the holder."},
+            headers=clerk,
+        )
     )
-    assert handed.status_code in (200, 201), handed.text
+    assert handed["handed_over_by"] == subject_of(api, clerk)
     shown = ok(api.get(f"/api/v1/certificates/{numbers[0]}", headers=citizen))
     assert shown["delivery"] == "counter"
     assert shown["handed_over_at"] is not None
@@ -532,6 +534,7 @@ def test_refusals_over_http(api: httpx.Client, tokens: Tokens, counter_citizen: 
     app_id = view["id"]
     items = items_by_department(view)
 
+    me = tokens("citizen1")
     # Another citizen: citizen1's application, its documents and its rating do not exist for them.
     stranger = tokens(counter_citizen)
     for path in ("", "/documents", "/documents/id_card/content", "/rating"):
@@ -553,6 +556,28 @@ def test_refusals_over_http(api: httpx.Client, tokens: Tokens, counter_citizen: 
     )
     assert app_id not in str(ok(api.get("/api/v1/applications", headers=stranger)))
 
+    # A password alone (low) does not reach the bundle's substantial, whatever else is in order.
+    low = ok(api.post("/api/v1/applications", json={"bundle": BUNDLE, "form": FORM}, headers=stranger), 201)
+    assert supply_documents(api, stranger, low["id"])["complete"] is True
+    too_low = refused(
+        api.post(f"/api/v1/applications/{low['id']}/submit", headers={**stranger, **idempotency()}), 422
+    )
+    assert "assurance" in str(too_low).lower() or "substantial" in str(too_low).lower(), too_low
+    assert ok(api.get(f"/api/v1/applications/{low['id']}", headers=stranger))["status"] == "draft"
+
+    # Reuse of a document on file: citizen1's own, yes; another person's, as if it did not exist.
+    mine = ok(api.get("/api/v1/documents", params={"limit": 100}, headers=me))["documents"]
+    pdf = next(d for d in mine if d["media_type"] == "application/pdf")
+    licence_form = {k: FORM[k] for k in ("business_name", "legal_representative", "contact_phone")}
+    single = ok(
+        api.post("/api/v1/applications", json={"item": "business-licence", "form": licence_form}, headers=me),
+        201,
+    )
+    reuse = {"checklist_code": "id_card", "document_id": pdf["id"]}
+    reused = api.post(f"/api/v1/applications/{single['id']}/documents", json=reuse, headers=me)
+    assert ok(reused, 201)["status"] == "reused"
+    refused(api.post(f"/api/v1/applications/{low['id']}/documents", json=reuse, headers=stranger), 404)
+
     # An officer sees only their department's item (and the form fields it asks for).
     market = ok(api.get(f"/api/v1/applications/{app_id}", headers=tokens("officer1")))
     assert market["staff"] is True
@@ -569,7 +594,6 @@ def test_refusals_over_http(api: httpx.Client, tokens: Tokens, counter_citizen: 
     )
 
     # A citizen on the counter's and the catalog administrator's routes: 403.
-    me = tokens("citizen1")
     subject = subject_of(api, me)
     refused(api.get("/api/v1/counter/applications", headers=me), 403)
     refused(
