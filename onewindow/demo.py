@@ -17,7 +17,6 @@ from identity import seed as identity_seed
 from onewindow.db import Connection, Database
 from onewindow.settings import Settings
 from onewindow.worker import configure_contexts
-from services import applications as services_applications
 from services import seed as services_seed
 from workflows import seed as workflows_seed
 
@@ -39,9 +38,6 @@ SEEDERS: list[tuple[str, Seeder]] = [
 async def seed_demo(db: Database, settings: Settings) -> list[str]:
     """Run every seeder in one transaction; return their names."""
     configure_contexts(settings)  # the seeders drive the workflow engine
-    # services' engine hooks (a certificate issued on approval) read the settings configured here;
-    # configure_contexts does not do it yet, so the demo does, for the applications it seeds.
-    services_applications.configure(settings)
     async with db.transaction() as conn:
         for name, seeder in SEEDERS:
             await seeder(conn, settings)
