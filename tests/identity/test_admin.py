@@ -231,7 +231,16 @@ async def test_units_list_in_tree_order_page_by_page_and_filter(
     assert paths == sorted(paths)
     assert len(paths) == len(set(paths)) == len(DEMO_UNITS)
     departments = await all_pages(http, admin, f"{A}/units", kind="department")
-    assert {unit["code"] for unit in departments} == {"bureau", "market", "fire", "urban", "water"}
+    assert {unit["code"] for unit in departments} == {
+        "bureau",
+        "market",
+        "fire",
+        "urban",
+        "water",
+        "health",
+        "housing",
+        "planning",
+    }
     children = await all_pages(http, admin, f"{A}/units", parent="riverside-1")
     assert {unit["code"] for unit in children} == {"G-0107", "G-0108"}
     assert {unit["parent"] for unit in children} == {"riverside-1"}
