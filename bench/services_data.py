@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -71,7 +70,7 @@ FROM generate_series($1::bigint, $2::bigint) AS n,
      LATERAL (SELECT CASE WHEN n % 100 < 90 THEN 'decided' WHEN n % 100 < 93 THEN 'in_review'
                           WHEN n % 100 < 95 THEN 'needs_correction' WHEN n % 100 < 96 THEN 'awaiting_payment'
                           WHEN n % 100 < 98 THEN 'withdrawn' ELSE 'draft' END AS status) AS st,
-     JOIN bench_items AS i ON i.idx = n % $7
+     LATERAL (SELECT * FROM bench_items WHERE idx = n % $7) AS i
 """
 _APPLICATIONS = """
 INSERT INTO services.applications (
@@ -154,7 +153,7 @@ async def past(conn: Connection, args: argparse.Namespace, subject: str) -> None
         "INSERT INTO bench_items SELECT row_number() OVER (ORDER BY code) - 1, code, version, department,"
         " fee, promised_days FROM jsonb_to_recordset($1::jsonb)"
         " AS x(code text, version int, department text, fee bigint, promised_days int)",
-        json.dumps(items),
+        items,
     )
     start = int(await conn.fetchval("SELECT count(*) FROM services.applications")) + 1
     every = max(args.applications // args.mine, 1) if args.mine else 0
@@ -216,7 +215,7 @@ async def drafts(conn: Connection, args: argparse.Namespace, subject: str) -> li
                 RETURNING id
                 """,
                 subject,
-                json.dumps(form),
+                form,
                 now,
                 args.drafts,
             )
