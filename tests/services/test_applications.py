@@ -11,6 +11,7 @@ from uuid import UUID
 
 import httpx
 import pytest
+from asyncpg import Record
 
 from onewindow.db import Connection
 from onewindow.storage import DiskStore
@@ -49,6 +50,13 @@ async def supply(conn: Connection, tmp_path: Path, app_id: str, owner: str, *cod
             now=at,
         )
         await documents.attach(conn, UUID(app_id), code, document_id=row.id, by=owner, now=at)
+
+
+async def row_of(conn: Connection, sql: str, *args: Any) -> Record:
+    """The one row `sql` finds; the test fails here (not later, on a None) when there is none."""
+    found = await conn.fetchrow(sql, *args)
+    assert found is not None, f"no row for {sql!r}"
+    return found
 
 
 async def submit(http: httpx.AsyncClient, headers: dict[str, str], app_id: str) -> httpx.Response:
@@ -232,8 +240,8 @@ async def test_a_refused_submission_lists_every_problem_and_leaves_nothing_behin
     pointers = sorted(e["pointer"] for e in reply.json()["errors"])
     # Every problem at once: the form's (too short, missing) and the checklist's.
     assert pointers == ["/documents/id_card", "/documents/lease", "/form/address", "/form/company_name"]
-    row = await conn.fetchrow(
-        "SELECT status, number FROM services.applications WHERE id = $1", UUID(made["id"])
+    row = await row_of(
+        conn, "SELECT status, number FROM services.applications WHERE id = $1", UUID(made["id"])
     )
     assert (row["status"], row["number"]) == ("draft", None)
     assert await conn.fetchval("SELECT count(*) FROM services.number_counters") == 0
@@ -317,14 +325,16 @@ async def test_approval_with_a_certificate(
     assert events_seen[-2:] == ["approved", "decided"]
     # Citizen-safe: no staff subject anywhere in the applicant's view.
     assert officer.subject not in str(decided)
-    item = await conn.fetchrow(
+    item = await row_of(
+        conn,
         "SELECT decided_by, working_days, on_time FROM services.application_items WHERE application_id = $1",
         UUID(made["id"]),
     )
     assert item["decided_by"] == officer.subject
     assert item["working_days"] == 1
     assert item["on_time"] is True
-    certificate = await conn.fetchrow(
+    certificate = await row_of(
+        conn,
         "SELECT c.number, c.holder, c.item_code FROM services.certificates c JOIN services.application_items i"
         " ON i.id = c.application_item_id WHERE i.application_id = $1",
         UUID(made["id"]),
@@ -401,7 +411,8 @@ async def test_return_for_correction_then_resubmit_then_approve(
     await act(conn, officer, made["id"], "approve")
     done = await status(http, me, made["id"])
     assert (done["status"], done["outcome"]) == ("decided", "approved")
-    row = await conn.fetchrow(
+    row = await row_of(
+        conn,
         "SELECT corrections, working_days, on_time FROM services.application_items WHERE application_id = $1",
         UUID(made["id"]),
     )
