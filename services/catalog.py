@@ -180,6 +180,7 @@ _MERGED_KEYWORDS = frozenset(
         "required",
         "additionalProperties",
         "$defs",
+        "examples",
     }
 )
 
@@ -188,7 +189,9 @@ def form_schema(items: Sequence[Item]) -> dict[str, Any]:
     """One form for the items applied for together: every field asked once (the first item's
     definition of it; a bundle is refused at publication when two items define a field
     differently), `required` the union. Unknown fields are refused when any item refuses them;
-    each item's own cross-field rules (if/then, allOf, ...) all apply."""
+    each item's own cross-field rules (if/then, allOf, ...) all apply. One item's `examples` are
+    kept; several items' first examples are merged into one example of the whole form (each field
+    once, the first item's value), so a client sees one clean schema and one example to copy."""
     properties: dict[str, Any] = {}
     required: dict[str, None] = {}  # an ordered set
     definitions: dict[str, Any] = {}
@@ -206,8 +209,14 @@ def form_schema(items: Sequence[Item]) -> dict[str, Any]:
     union: dict[str, Any] = {"$schema": _DRAFT, "type": "object", "properties": properties}
     if len(items) == 1:
         union |= {
-            key: items[0].form_schema[key] for key in ("title", "description") if key in items[0].form_schema
+            key: items[0].form_schema[key]
+            for key in ("title", "description", "examples")
+            if key in items[0].form_schema
         }
+    else:
+        example = _merged_example(items)
+        if example:
+            union["examples"] = [example]
     optional_parts: dict[str, Any] = {
         "required": list(required),
         "additionalProperties": False
@@ -218,6 +227,19 @@ def form_schema(items: Sequence[Item]) -> dict[str, Any]:
     }
     union |= {key: value for key, value in optional_parts.items() if value or value is False}
     return union
+
+
+def _merged_example(items: Sequence[Item]) -> dict[str, Any]:
+    """The items' first example forms as one: each field once, as the first item that has it
+    gives it (a bundle's shared fields are defined alike, and its items' examples agree)."""
+    merged: dict[str, Any] = {}
+    for each in items:
+        examples = each.form_schema.get("examples")
+        first = examples[0] if isinstance(examples, list) and examples else None
+        if isinstance(first, dict):
+            for name, value in first.items():
+                merged.setdefault(name, value)
+    return merged
 
 
 def _pointer(path: Sequence[str | int]) -> str:

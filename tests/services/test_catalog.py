@@ -246,6 +246,41 @@ def test_one_form_asks_each_field_once() -> None:
     assert schema["additionalProperties"] is False
 
 
+def test_one_form_merges_the_items_examples_into_one() -> None:
+    """Each item's example is not carried into allOf: the items' first examples become one
+    example of the whole form, each field once (the first item's value)."""
+    sign = item(
+        form_schema={
+            **item().form_schema,
+            "examples": [
+                {"address": "滨河路 18 号", "owned": True},
+                {"address": "江边路 2 号", "owned": False},
+            ],
+        }
+    )
+    stall = item(
+        code="stall",
+        form_schema={
+            "type": "object",
+            "properties": {
+                "address": {"type": "string", "title": "地址 / Address", "minLength": 5},
+                "goods": {"type": "string", "title": "货品 / Goods"},
+            },
+            "allOf": [{"if": {"required": ["goods"]}, "then": {"required": ["address"]}}],
+            "examples": [{"address": "another address", "goods": "水果"}],
+        },
+    )
+    schema = catalog.form_schema([sign, stall])
+    assert schema["examples"] == [{"address": "滨河路 18 号", "owned": True, "goods": "水果"}]
+    assert schema["allOf"] == [
+        {"allOf": [{"if": {"required": ["goods"]}, "then": {"required": ["address"]}}]}
+    ]
+    assert "examples" not in str(schema["allOf"])
+    # One item keeps its examples as written; items without examples give none.
+    assert catalog.form_schema([sign])["examples"] == sign.form_schema["examples"]
+    assert "examples" not in catalog.form_schema([item(), item(code="other")])
+
+
 def test_form_errors_lists_every_problem_at_once_without_echoing_values() -> None:
     restaurant = [ITEMS[code] for code in ("t-business", "t-food", "t-fire", "t-signage")]
     errors = catalog.form_errors(restaurant, {"company_name": "X", "area": "big", "secret-extra": "1"})

@@ -119,6 +119,10 @@ def test_the_union_of_a_bundles_examples_is_a_valid_form_of_the_bundle() -> None
             assert all(union[key] == value for key, value in example.items() if key in union), bundle.code
             union |= example
         assert catalog.form_errors(members, union) == [], bundle.code
+        # The bundle's one form offers exactly that union as its one example, not one per item.
+        schema = catalog.form_schema(members)
+        assert schema["examples"] == [union], bundle.code
+        assert "examples" not in str(schema.get("allOf", [])), bundle.code
 
 
 def test_the_bench_items_example_implies_a_checklist_of_documents_only() -> None:
