@@ -19,8 +19,9 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import SerializationException
 
-from identity import oauth, store
+from identity import mfa, oauth, store
 from identity.api import IdentityRuntime, current_principal, require_signed_in
+from identity.login import choose_language
 from identity.oidc import (
     AUTHORIZE,
     INTROSPECT,
@@ -273,6 +274,19 @@ def _acr_unmet(params: dict[str, str], achieved: str) -> bool:
     return not any(_ACR_RANK[achieved] >= _ACR_RANK[value] for value in requested)
 
 
+def _unmet_description(issuer: str, reachable: str) -> str:
+    """What the person can do about an unreachable level (error_description: plain ASCII)."""
+    if reachable == LOA_LOW:
+        return (
+            "The requested level of assurance needs a second factor. Enrol one (an authenticator app)"
+            f" at {issuer.rstrip('/')}{mfa.ACCOUNT_PATH} and sign in again."
+        )
+    return (
+        "The requested level of assurance needs the identity verified in person at a service"
+        " counter (or by a trusted eID), in addition to the second factor."
+    )
+
+
 class AuthorizeController(Controller):
     tags = ["identity"]  # noqa: RUF012 - litestar's declared type
 
@@ -306,10 +320,26 @@ class AuthorizeController(Controller):
             if params.get("login_hint"):
                 login_query["login_hint"] = params["login_hint"]
             return _redirect(f"/login?{urlencode(login_query)}", 303)
-        if _acr_unmet(params, end_user.acr):
+        if sign_on is not None and _acr_unmet(params, end_user.acr):
+            reachable = await store.assurance_level(conn, sign_on.person_id)
+            step_up = not _acr_unmet(params, reachable)
+            if step_up and "none" not in params.get("prompt", "").split():
+                # Step-up: the account can reach the level with its second factor, which this
+                # session did not use. Ask for the code, then come back with the same request
+                # (a prompt=login mark included: the new session is later than it).
+                lang = choose_language(
+                    (params.get("ui_locales") or "").split(" ")[0][:2] or None,
+                    request.headers.get("accept-language"),
+                )
+                again = f"{AUTHORIZE}?{urlencode(raw.query)}"
+                return mfa.step_up(_settings(state), sign_on, again, lang=lang)
             unmet = OAuth2Error(
-                description="The requested level of assurance cannot be reached with this sign-in.",
-                error="unmet_authentication_requirements",
+                description=(
+                    "The requested level of assurance needs the second factor: prompt=none cannot ask for it."
+                    if step_up
+                    else _unmet_description(server.issuer, reachable)
+                ),
+                error="interaction_required" if step_up else "unmet_authentication_requirements",
                 redirect_uri=grant.redirect_uri,
                 state=params.get("state"),
             )

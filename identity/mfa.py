@@ -5,6 +5,15 @@ must enrol first when ONEWINDOW_STAFF_MFA is required. Between the two steps the
 a short-lived signed cookie (`ow_mfa`: who, where to go back, when), never a session: nothing
 is signed in until the second factor is right.
 
+Anyone signed in (citizens too) enrols or removes their own TOTP on the account security page
+(`/account/security`), with a recent sign-in; removal needs a current code. A relying party that
+asks for more assurance than the session has (`acr_values`) gets the person stepped up: the
+authorize endpoint sends them to the code page with the same signed cookie (`step_up`), and the
+new session carries the higher `acr`.
+
+Wrong codes count as failed sign-ins (identity.sessions' delays and lock), so a code cannot be
+guessed by trying them all within the five minutes a half-finished sign-in lasts.
+
 Levels of assurance: password alone is low; with the second factor substantial; and high when
 the person's identity was also verified (at the counter or by a trusted eID).
 """
@@ -14,8 +23,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any, Final, Literal
 from uuid import UUID
@@ -24,7 +34,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 
-from identity import store
+from identity import sessions, store
 from identity.credentials import (
     decrypt,
     derive_key,
@@ -53,12 +63,18 @@ from identity.login import (
     redirect_to,
     safe_return_to,
 )
-from identity.sessions import http_only_cookie
+from identity.sessions import SESSION_COOKIE, SignOn, current_sign_on, http_only_cookie
 from onewindow.db import Connection
 from onewindow.settings import Settings
 
 MFA_PATH: Final = "/login/mfa"
 SETUP_PATH: Final = "/login/mfa/setup"
+ACCOUNT_PATH: Final = "/account/security"
+ACCOUNT_SETUP_PATH: Final = "/account/security/totp"
+ACCOUNT_REMOVE_PATH: Final = "/account/security/totp/remove"
+# Enrolling or removing a second factor needs a sign-in at most this old: a session cookie left
+# on a shared computer must not be enough to put an attacker's authenticator on the account.
+RECENT_SIGN_IN: Final = timedelta(minutes=10)
 PENDING_COOKIE: Final = "ow_mfa"
 _PENDING_SECONDS: Final = 300
 _ISSUER: Final = "OneWindow"
@@ -81,6 +97,21 @@ MFA_TEXT: Final[dict[str, dict[str, str]]] = {
         "recovery_title": "请保存恢复码",
         "recovery_intro": "每个恢复码只能使用一次，可在手机丢失时代替验证码。此页面只显示一次。",
         "continue": "继续",
+        "account_title": "账户安全",
+        "totp_on": "两步验证：已开启（{date} 起）。",
+        "totp_off": "两步验证：未开启。开启后，登录时除密码外还要输入身份验证器应用显示的验证码，"
+        "可以在线办理要求较高安全级别的事项。",
+        "start": "设置两步验证",
+        "account_setup_intro": "请用身份验证器应用扫描二维码，或手动输入密钥，然后输入应用显示的验证码。",
+        "recovery_left": "剩余可用恢复码：{count} 个。",
+        "remove_title": "关闭两步验证",
+        "remove_intro": "请输入身份验证器应用当前显示的验证码（或一个恢复码）以确认关闭。",
+        "remove_button": "关闭两步验证",
+        "removed": "两步验证已关闭。",
+        "enrolled": "两步验证已开启。",
+        "required": "您的岗位要求两步验证，不能关闭。",
+        "back_to_account": "返回账户安全",
+        "sign_out": "退出登录",
     },
     "en": {
         "title": "Two-step verification",
@@ -99,6 +130,22 @@ MFA_TEXT: Final[dict[str, dict[str, str]]] = {
         "recovery_intro": "Each recovery code works once, instead of a code, if you lose your phone. "
         "This page shows them only once.",
         "continue": "Continue",
+        "account_title": "Account security",
+        "totp_on": "Two-step verification: on (since {date}).",
+        "totp_off": "Two-step verification: off. With it, signing in asks for a code from an authenticator"
+        " app after the password, and you can apply online for services that need a higher level of assurance.",
+        "start": "Set up two-step verification",
+        "account_setup_intro": "Scan the QR code with an authenticator app, or type the key into it,"
+        " then enter the code it shows.",
+        "recovery_left": "Recovery codes left: {count}.",
+        "remove_title": "Turn off two-step verification",
+        "remove_intro": "To confirm, enter the code your authenticator app shows now (or a recovery code).",
+        "remove_button": "Turn off two-step verification",
+        "removed": "Two-step verification is off.",
+        "enrolled": "Two-step verification is on.",
+        "required": "Your role requires two-step verification: it cannot be turned off.",
+        "back_to_account": "Back to account security",
+        "sign_out": "Sign out",
     },
 }
 
@@ -180,14 +227,23 @@ def _code_page(lang: str, *, csrf: str, error: str | None = None) -> str:
     return document(lang, text["title"], body)
 
 
-def _setup_page(lang: str, *, csrf: str, secret: str, uri: str, error: str | None = None) -> str:
+def _setup_page(
+    lang: str,
+    *,
+    csrf: str,
+    secret: str,
+    uri: str,
+    error: str | None = None,
+    action: str = SETUP_PATH,
+    intro: str = "setup_intro",
+) -> str:
     text = MFA_TEXT[lang]
     grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
     body = (
-        f"<h1>{escape(text['setup_title'])}</h1>\n{error_html(error)}<p>{escape(text['setup_intro'])}</p>\n"
+        f"<h1>{escape(text['setup_title'])}</h1>\n{error_html(error)}<p>{escape(text[intro])}</p>\n"
         f'<div class="qr">{qr_svg(uri)}</div>\n'
         f'<p>{escape(text["secret_label"])}: <code id="totp-secret">{escape(grouped)}</code></p>\n'
-        f'<form method="post" action="{SETUP_PATH}">\n'
+        f'<form method="post" action="{action}">\n'
         f'<input type="hidden" name="csrf_token" value="{escape(csrf)}">\n'
         f'<input type="hidden" name="lang" value="{lang}">\n'
         f'<label for="code">{escape(text["setup_code_label"])}</label>\n'
@@ -272,6 +328,93 @@ async def _check_code(conn: Connection, settings: Settings, person_id: UUID, cod
     return True
 
 
+def _source(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client and request.client.host else "unknown"
+
+
+async def _guarded_code(
+    conn: Connection, request: Request[Any, Any, Any], settings: Settings, person_id: UUID, code: str
+) -> bool | float:
+    """`_check_code` behind the sign-in's brute-force protection: True or False, or the seconds
+    to wait first. A wrong code counts as a failed sign-in of the account (delays, then a lock)."""
+    source = _source(request)
+    wait = await sessions.check_allowed(conn, person_id, source)
+    if wait is not None:
+        return max(1.0, wait)
+    if await _check_code(conn, settings, person_id, code[:64]):
+        return True
+    await sessions.record_failure(conn, person_id, source)
+    return False
+
+
+def _throttled(lang: str, wait: float) -> Response[str]:
+    """Too many wrong codes: the form is not shown again until the account's wait is over."""
+    seconds = max(1, math.ceil(wait))
+    message = TEXT[lang]["throttled"].format(seconds=seconds)
+    return html_response(
+        document(lang, MFA_TEXT[lang]["title"], error_html(message)),
+        status=429,
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def _account_name(person: store.PersonRow | None, person_id: UUID) -> str:
+    name = (person.username or person.email or str(person_id)) if person else str(person_id)
+    return name.replace(":", "")  # the otpauth label is "issuer:account"
+
+
+async def _enrolment_page(
+    conn: Connection,
+    settings: Settings,
+    person_id: UUID,
+    lang: str,
+    *,
+    csrf: str,
+    action: str,
+    intro: str,
+    error: str | None = None,
+) -> str:
+    """The QR code and key of the secret being enrolled (made on first showing), and the form."""
+    secret = await _unconfirmed_secret(conn, settings, person_id)
+    account = _account_name(await store.person_by_id(conn, person_id), person_id)
+    uri = provisioning_uri(secret, account, _ISSUER)
+    return _setup_page(lang, csrf=csrf, secret=secret, uri=uri, error=error, action=action, intro=intro)
+
+
+async def _confirm_enrolment(
+    conn: Connection, settings: Settings, person_id: UUID, code: str, *, via: str
+) -> list[str] | None:
+    """Confirm the secret being enrolled with a code from the app: the new recovery codes (to be
+    shown once), or None when the code is not right (nothing changes then)."""
+    secret = await _unconfirmed_secret(conn, settings, person_id)
+    step = verify_totp(secret, code[:16].replace(" ", ""), datetime.now(UTC), last_used_step=None)
+    if step is None:
+        await store.audit(
+            conn,
+            action="mfa.enrolled",
+            actor_id=person_id,
+            subject=str(person_id),
+            outcome="wrong_code",
+            detail={"via": via},
+        )
+        return None
+    await conn.execute(
+        "UPDATE identity.totp SET confirmed_at = now(), last_used_step = $2 WHERE person_id = $1",
+        person_id,
+        step,
+    )
+    codes = new_recovery_codes()
+    await conn.execute("DELETE FROM identity.recovery_codes WHERE person_id = $1", person_id)
+    await conn.executemany(
+        "INSERT INTO identity.recovery_codes (person_id, code_digest) VALUES ($1, $2)",
+        [(person_id, recovery_code_digest(code, account=str(person_id))) for code in codes],
+    )
+    await store.audit(
+        conn, action="mfa.enrolled", actor_id=person_id, subject=str(person_id), detail={"via": via}
+    )
+    return codes
+
+
 async def _pending_post(
     request: Request[Any, Any, Any], settings: Settings
 ) -> tuple[dict[str, str], str, UUID, str] | Response[str]:
@@ -290,14 +433,141 @@ async def _pending_post(
     return fields, lang, person_id, return_to
 
 
-class MfaController(Controller):
-    """The second sign-in step and TOTP enrolment."""
+def step_up(settings: Settings, sign_on: SignOn, return_to: str, *, lang: str) -> Response[str]:
+    """Ask a signed-in person for their second factor, then go on at `return_to` with a new session
+    at the level of assurance the factor gives (the authorize endpoint, for `acr_values`).
 
-    path = MFA_PATH
+    The session stands for the password here: the code page is the second step of a sign-in
+    whose first step the session already made. Only for a person with a confirmed TOTP.
+    """
+    return to_second_factor(settings, sign_on.person_id, return_to, "verify", lang=lang)
+
+
+# --- the account security page ---------------------------------------------------------------
+
+
+def _account_url(lang: str) -> str:
+    return f"{ACCOUNT_PATH}?lang={lang}"
+
+
+def _to_login(lang: str) -> Response[str]:
+    return redirect_to(login_url(_account_url(lang), lang=lang))
+
+
+def _recent(sign_on: SignOn) -> bool:
+    return datetime.now(UTC) - sign_on.auth_time <= RECENT_SIGN_IN
+
+
+async def _signed_in(conn: Connection, request: Request[Any, Any, Any]) -> SignOn | None:
+    return await current_sign_on(conn, request.cookies.get(SESSION_COOKIE))
+
+
+async def _totp_state(conn: Connection, person_id: UUID) -> tuple[datetime | None, int]:
+    """When the person's TOTP was confirmed (None: no second factor), and their unused recovery codes."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT confirmed_at FROM identity.totp WHERE person_id = $1) AS confirmed_at,"
+        " (SELECT count(*) FROM identity.recovery_codes WHERE person_id = $1 AND used_at IS NULL) AS left",
+        person_id,
+    )
+    if row is None:  # always one row
+        return None, 0
+    return row["confirmed_at"], int(row["left"])
+
+
+async def _required_for(conn: Connection, settings: Settings, person_id: UUID) -> bool:
+    """Whether the person's roles require a second factor (staff, when ONEWINDOW_STAFF_MFA is)."""
+    if not settings.mfa_required_for_staff:
+        return False
+    return any(grant.role != "citizen" for grant in await store.active_roles(conn, person_id))
+
+
+def _account_page(
+    lang: str,
+    *,
+    csrf: str,
+    confirmed_at: datetime | None,
+    recovery_left: int,
+    notice: str | None = None,
+    error: str | None = None,
+) -> str:
+    text = MFA_TEXT[lang]
+    other = "en" if lang == "zh" else "zh"
+    status = (f'<p class="notice" role="status">{escape(notice)}</p>\n' if notice else "") + error_html(error)
+    if confirmed_at is None:
+        body = (
+            f'<p id="totp-status" data-enrolled="false">{escape(text["totp_off"])}</p>\n'
+            f'<p><a id="totp-start" href="{ACCOUNT_SETUP_PATH}?lang={lang}">{escape(text["start"])}</a></p>\n'
+        )
+    else:
+        since = confirmed_at.astimezone(UTC).date().isoformat()
+        body = (
+            f'<p id="totp-status" data-enrolled="true">{escape(text["totp_on"].format(date=since))}</p>\n'
+            f"<p>{escape(text['recovery_left'].format(count=recovery_left))}</p>\n"
+            f"<h2>{escape(text['remove_title'])}</h2>\n<p>{escape(text['remove_intro'])}</p>\n"
+            f'<form method="post" action="{ACCOUNT_REMOVE_PATH}">\n'
+            f'<input type="hidden" name="csrf_token" value="{escape(csrf)}">\n'
+            f'<input type="hidden" name="lang" value="{lang}">\n'
+            f'<label for="code">{escape(text["code_label"])}</label>\n'
+            '<input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code"'
+            ' required maxlength="20" autocapitalize="none" spellcheck="false">\n'
+            f'<button type="submit">{escape(text["remove_button"])}</button>\n</form>\n'
+        )
+    page = (
+        f"<h1>{escape(text['account_title'])}</h1>\n{status}{body}"
+        f'<p><a href="/logout?lang={lang}">{escape(text["sign_out"])}</a></p>\n'
+        f'<p class="lang"><a href="{ACCOUNT_PATH}?lang={other}" hreflang="{other}"'
+        f' lang="{TEXT[other]["html_lang"]}">{escape(TEXT[lang]["other_language"])}</a></p>'
+    )
+    return document(lang, text["account_title"], page)
+
+
+async def _account_reply(
+    conn: Connection,
+    settings: Settings,
+    request: Request[Any, Any, Any],
+    person_id: UUID,
+    lang: str,
+    *,
+    status: int = 200,
+    notice: str | None = None,
+    error: str | None = None,
+) -> Response[str]:
+    confirmed_at, left = await _totp_state(conn, person_id)
+    csrf = csrf_token_for(request)
+    page = _account_page(
+        lang, csrf=csrf, confirmed_at=confirmed_at, recovery_left=left, notice=notice, error=error
+    )
+    return html_response(page, status=status, cookies=[csrf_cookie(settings, csrf, ACCOUNT_PATH)])
+
+
+async def _account_post(
+    conn: Connection, request: Request[Any, Any, Any]
+) -> tuple[dict[str, str], str, SignOn] | Response[str]:
+    """A posted account form: fields, language and a recent sign-in; or the reply refusing it."""
+    try:
+        fields = await form_fields(request)
+    except Unreadable as unreadable:
+        lang = _language(request)
+        message = TEXT[lang]["unreadable"]
+        return html_response(document(lang, message, error_html(message)), status=unreadable.status)
+    lang = _language(request, fields)
+    if not csrf_ok(request, fields.get("csrf_token")):
+        message = TEXT[lang]["csrf"]
+        return html_response(document(lang, message, error_html(message)), status=403)
+    sign_on = await _signed_in(conn, request)
+    if sign_on is None or not _recent(sign_on):
+        return _to_login(lang)
+    return fields, lang, sign_on
+
+
+class MfaController(Controller):
+    """The second sign-in step, TOTP enrolment at sign-in, and the account security page."""
+
+    path = "/"
     tags = ["identity"]  # noqa: RUF012 - litestar's declared type
     include_in_schema = False
 
-    @get("", operation_id="mfa_form", summary="Ask for the second factor")
+    @get(MFA_PATH, operation_id="mfa_form", summary="Ask for the second factor")
     async def form(
         self, request: Request[Any, Any, Any], settings: NamedDependency[Settings]
     ) -> Response[str]:
@@ -308,7 +578,7 @@ class MfaController(Controller):
         return html_response(_code_page(lang, csrf=csrf), cookies=[csrf_cookie(settings, csrf, "/login")])
 
     @post(
-        "",
+        MFA_PATH,
         operation_id="mfa_verify",
         summary="Check the second factor and finish signing in",
         status_code=303,
@@ -320,15 +590,17 @@ class MfaController(Controller):
         if isinstance(posted, Response):
             return posted
         fields, lang, person_id, return_to = posted
-        code = fields.get("code", "")[:64]
-        if not await _check_code(conn, settings, person_id, code):
+        checked = await _guarded_code(conn, request, settings, person_id, fields.get("code", ""))
+        if checked is not True:
             await store.audit(
                 conn,
                 action="login.second_factor",
                 actor_id=person_id,
                 subject=str(person_id),
-                outcome="wrong_code",
+                outcome="wrong_code" if checked is False else "throttled",
             )
+            if checked is not False:
+                return _throttled(lang, checked)
             csrf = csrf_token_for(request)
             return html_response(_code_page(lang, csrf=csrf, error=MFA_TEXT[lang]["wrong_code"]), status=401)
         acr = await store.assurance_level(conn, person_id)  # the second factor was just used
@@ -338,7 +610,7 @@ class MfaController(Controller):
         done.cookies.append(_clear_pending(settings))
         return done
 
-    @get("/setup", operation_id="mfa_setup_form", summary="Show the TOTP enrolment page")
+    @get(SETUP_PATH, operation_id="mfa_setup_form", summary="Show the TOTP enrolment page")
     async def setup_form(
         self, request: Request[Any, Any, Any], conn: Connection, settings: NamedDependency[Settings]
     ) -> Response[str]:
@@ -347,17 +619,13 @@ class MfaController(Controller):
         if pending is None:
             return _expired(settings, lang)
         person_id, _ = pending
-        person = await store.person_by_id(conn, person_id)
-        secret = await _unconfirmed_secret(conn, settings, person_id)
-        account = (person.username or person.email or str(person_id)) if person else str(person_id)
-        uri = provisioning_uri(secret, account, _ISSUER)
         csrf = csrf_token_for(request)
-        return html_response(
-            _setup_page(lang, csrf=csrf, secret=secret, uri=uri),
-            cookies=[csrf_cookie(settings, csrf, "/login")],
+        page = await _enrolment_page(
+            conn, settings, person_id, lang, csrf=csrf, action=SETUP_PATH, intro="setup_intro"
         )
+        return html_response(page, cookies=[csrf_cookie(settings, csrf, "/login")])
 
-    @post("/setup", operation_id="mfa_setup_confirm", summary="Confirm TOTP enrolment", status_code=200)
+    @post(SETUP_PATH, operation_id="mfa_setup_confirm", summary="Confirm TOTP enrolment", status_code=200)
     async def setup_confirm(
         self, request: Request[Any, Any, Any], conn: Connection, settings: NamedDependency[Settings]
     ) -> Response[str]:
@@ -365,34 +633,20 @@ class MfaController(Controller):
         if isinstance(posted, Response):
             return posted
         fields, lang, person_id, return_to = posted
-        secret = await _unconfirmed_secret(conn, settings, person_id)
-        step = verify_totp(
-            secret, fields.get("code", "")[:16].replace(" ", ""), datetime.now(UTC), last_used_step=None
-        )
-        if step is None:
-            person = await store.person_by_id(conn, person_id)
-            account = (person.username or person.email or str(person_id)) if person else str(person_id)
+        codes = await _confirm_enrolment(conn, settings, person_id, fields.get("code", ""), via="sign_in")
+        if codes is None:
             csrf = csrf_token_for(request)
-            page = _setup_page(
+            page = await _enrolment_page(
+                conn,
+                settings,
+                person_id,
                 lang,
                 csrf=csrf,
-                secret=secret,
-                uri=provisioning_uri(secret, account, _ISSUER),
+                action=SETUP_PATH,
+                intro="setup_intro",
                 error=MFA_TEXT[lang]["wrong_code"],
             )
             return html_response(page, status=400)
-        await conn.execute(
-            "UPDATE identity.totp SET confirmed_at = now(), last_used_step = $2 WHERE person_id = $1",
-            person_id,
-            step,
-        )
-        codes = new_recovery_codes()
-        await conn.execute("DELETE FROM identity.recovery_codes WHERE person_id = $1", person_id)
-        await conn.executemany(
-            "INSERT INTO identity.recovery_codes (person_id, code_digest) VALUES ($1, $2)",
-            [(person_id, recovery_code_digest(code, account=str(person_id))) for code in codes],
-        )
-        await store.audit(conn, action="mfa.enrolled", actor_id=person_id, subject=str(person_id))
         acr = await store.assurance_level(conn, person_id)  # the second factor was just used
         done = await finish_sign_in(
             conn, settings, request, person_id, amr=("pwd", "otp"), acr=acr, return_to=return_to
@@ -402,3 +656,108 @@ class MfaController(Controller):
             _recovery_page(lang, codes, done.headers["Location"]),
             cookies=[*done.cookies, _clear_pending(settings)],
         )
+
+    # --- the account security page: any signed-in person ---------------------------------------
+
+    @get(ACCOUNT_PATH, operation_id="account_security", summary="The account security page")
+    async def account(
+        self, request: Request[Any, Any, Any], conn: Connection, settings: NamedDependency[Settings]
+    ) -> Response[str]:
+        lang = _language(request)
+        sign_on = await _signed_in(conn, request)
+        if sign_on is None:
+            return _to_login(lang)
+        return await _account_reply(conn, settings, request, sign_on.person_id, lang)
+
+    @get(ACCOUNT_SETUP_PATH, operation_id="account_totp_form", summary="Start enrolling TOTP")
+    async def account_setup_form(
+        self, request: Request[Any, Any, Any], conn: Connection, settings: NamedDependency[Settings]
+    ) -> Response[str]:
+        lang = _language(request)
+        sign_on = await _signed_in(conn, request)
+        if sign_on is None or not _recent(sign_on):
+            return _to_login(lang)
+        confirmed_at, _ = await _totp_state(conn, sign_on.person_id)
+        if confirmed_at is not None:  # already enrolled: remove first to replace it
+            return redirect_to(_account_url(lang))
+        csrf = csrf_token_for(request)
+        page = await _enrolment_page(
+            conn,
+            settings,
+            sign_on.person_id,
+            lang,
+            csrf=csrf,
+            action=ACCOUNT_SETUP_PATH,
+            intro="account_setup_intro",
+        )
+        return html_response(page, cookies=[csrf_cookie(settings, csrf, ACCOUNT_PATH)])
+
+    @post(
+        ACCOUNT_SETUP_PATH,
+        operation_id="account_totp_confirm",
+        summary="Confirm TOTP enrolment",
+        status_code=200,
+    )
+    async def account_setup_confirm(
+        self, request: Request[Any, Any, Any], conn: Connection, settings: NamedDependency[Settings]
+    ) -> Response[str]:
+        posted = await _account_post(conn, request)
+        if isinstance(posted, Response):
+            return posted
+        fields, lang, sign_on = posted
+        confirmed_at, _ = await _totp_state(conn, sign_on.person_id)
+        if confirmed_at is not None:
+            return redirect_to(_account_url(lang))
+        codes = await _confirm_enrolment(
+            conn, settings, sign_on.person_id, fields.get("code", ""), via="account"
+        )
+        if codes is None:
+            csrf = csrf_token_for(request)
+            page = await _enrolment_page(
+                conn,
+                settings,
+                sign_on.person_id,
+                lang,
+                csrf=csrf,
+                action=ACCOUNT_SETUP_PATH,
+                intro="account_setup_intro",
+                error=MFA_TEXT[lang]["wrong_code"],
+            )
+            return html_response(page, status=400)
+        # This session stays at the level it was signed in with: a client asking for more steps
+        # the person up (a code again), as any later sign-in asks for one.
+        return html_response(_recovery_page(lang, codes, _account_url(lang)))
+
+    @post(ACCOUNT_REMOVE_PATH, operation_id="account_totp_remove", summary="Remove TOTP", status_code=200)
+    async def account_remove(
+        self, request: Request[Any, Any, Any], conn: Connection, settings: NamedDependency[Settings]
+    ) -> Response[str]:
+        posted = await _account_post(conn, request)
+        if isinstance(posted, Response):
+            return posted
+        fields, lang, sign_on = posted
+        person_id = sign_on.person_id
+
+        async def audit(outcome: str) -> None:
+            await store.audit(
+                conn, action="mfa.removed", actor_id=person_id, subject=str(person_id), outcome=outcome
+            )
+
+        text = MFA_TEXT[lang]
+        if await _required_for(conn, settings, person_id):
+            await audit("required")
+            return await _account_reply(
+                conn, settings, request, person_id, lang, status=403, error=text["required"]
+            )
+        checked = await _guarded_code(conn, request, settings, person_id, fields.get("code", ""))
+        if checked is not True:
+            await audit("wrong_code" if checked is False else "throttled")
+            if checked is not False:
+                return _throttled(lang, checked)
+            return await _account_reply(
+                conn, settings, request, person_id, lang, status=400, error=text["wrong_code"]
+            )
+        await conn.execute("DELETE FROM identity.recovery_codes WHERE person_id = $1", person_id)
+        await conn.execute("DELETE FROM identity.totp WHERE person_id = $1", person_id)
+        await audit("ok")
+        return await _account_reply(conn, settings, request, person_id, lang, notice=text["removed"])
