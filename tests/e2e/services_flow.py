@@ -2,11 +2,9 @@
 
 Everything here talks to a running `onewindow serve --demo` as its clients would: tokens come
 from the provider's own authorization endpoint (code flow with PKCE through the login form, and
-the TOTP page when the account has a second factor), never minted by the test. The only
-shortcut is `enrol_totp`: the provider offers citizens no page to enrol a second factor (the
-enrolment page is reachable only from a staff sign-in that requires one), so the test gives
-citizen1 a confirmed TOTP secret the way the enrolment would store it, and then signs in through
-the real pages, typing the code an authenticator app would show.
+the TOTP page when the account has a second factor), never minted by the test. A citizen's
+second factor is enrolled the way a citizen does it: signed in, on the provider's account
+security page (`enrol_totp`), reading the key off the page as an authenticator app would.
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from identity.credentials import derive_key, encrypt, new_totp_secret, totp_now
+from identity.credentials import totp_at_step, totp_step
 from onewindow.db import connect
 from onewindow.settings import Settings
 from tests.conftest import free_port
@@ -41,11 +39,17 @@ from workflows.calendar import WorkCalendar, parse_office_hours
 CONSOLE = ("console", "console-demo-secret")
 CITIZEN_APP = "citizen-app"
 CITIZEN_SCOPE = "openid profile email"
+SUBSTANTIAL = "urn:onewindow:loa:substantial"
+ACCOUNT_SECURITY = "/account/security"
 STAFF_SCOPE = "openid profile staff"
 _HIDDEN = re.compile(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)">')
 # Access tokens live ONEWINDOW_ACCESS_TOKEN_SECONDS (300 s by default): a cached one older than
 # this is fetched again rather than risk one expiring half-way through a step.
 _TOKEN_REUSE_SECONDS = 200.0
+_SECRET = re.compile(r'id="totp-secret">([^<]+)<')
+# The provider accepts each TOTP time step once: the last step used per secret, so the next
+# code typed is a new one (as a person waits for the app to show the next code).
+_LAST_STEP: dict[str, int] = {}
 
 
 # --- sign-in through the provider ------------------------------------------------------------
@@ -77,6 +81,7 @@ def code_flow(
     password: str,
     client_secret: str | None = None,
     totp_secret: str | None = None,
+    acr_values: str | None = None,
 ) -> dict[str, Any]:
     """One authorization-code flow with PKCE, signing `login` in through the login form (and the
     second-factor page when the provider asks for a code); the token endpoint's reply."""
@@ -91,6 +96,8 @@ def code_flow(
         "code_challenge": challenge,
         "code_challenge_method": "S256",
     }
+    if acr_values:
+        query["acr_values"] = acr_values
     with httpx.Client(timeout=20) as browser:
         url = _location(browser.get(provider.endpoint("authorization_endpoint"), params=query))
         for _ in range(6):
@@ -102,7 +109,7 @@ def code_flow(
                 url = _location(browser.post(urljoin(url, "/login"), data=form))
             elif path == "/login/mfa":
                 assert totp_secret is not None, f"the provider asked {login} for a second factor"
-                form = _hidden_fields(browser.get(url)) | {"code": totp_now(totp_secret, datetime.now(UTC))}
+                form = _hidden_fields(browser.get(url)) | {"code": fresh_code(totp_secret)}
                 url = _location(browser.post(urljoin(url, "/login/mfa"), data=form))
             else:
                 url = _location(browser.get(url))
@@ -127,28 +134,38 @@ def code_flow(
     return tokens
 
 
-async def _enrol_totp(database_url: str, settings: Settings, login: str, secret: str) -> None:
-    conn = await connect(database_url)
-    try:
-        person_id = await conn.fetchval("SELECT id FROM identity.persons WHERE username = $1", login)
-        assert person_id is not None, login
-        # As identity.mfa's enrolment stores it once confirmed: encrypted with the key derived
-        # from the server's secret for "identity.totp".
-        await conn.execute(
-            "INSERT INTO identity.totp (person_id, secret_enc, confirmed_at) VALUES ($1, $2, now())"
-            " ON CONFLICT (person_id) DO UPDATE SET secret_enc = excluded.secret_enc,"
-            " confirmed_at = now(), last_used_step = NULL",
-            person_id,
-            encrypt(derive_key(settings.master_secret, "identity.totp"), secret),
-        )
-    finally:
-        await conn.close()
+def fresh_code(secret: str) -> str:
+    """The code the authenticator app shows; when this time step's code was used already, the
+    next step's (waiting for it, at most 30 seconds)."""
+    step = totp_step(datetime.now(UTC))
+    while step <= _LAST_STEP.get(secret, -1):
+        time.sleep(0.5)
+        step = totp_step(datetime.now(UTC))
+    _LAST_STEP[secret] = step
+    return totp_at_step(secret, step)
 
 
-def enrol_totp(provider: Provider, settings: Settings, login: str) -> str:
-    """Give `login` a confirmed TOTP second factor; its secret (what the authenticator app holds)."""
-    secret = new_totp_secret()
-    run_async(_enrol_totp(provider.database_url, settings, login, secret))
+def enrol_totp(provider: Provider, login: str, password: str) -> str:
+    """`login` signs in (password) and sets up TOTP on the provider's account security page; the
+    secret read off the page (what the authenticator app holds). The recovery codes are shown."""
+    with httpx.Client(base_url=provider.base_url, timeout=20) as browser:
+        to_login = browser.get(ACCOUNT_SECURITY, params={"lang": "en"})
+        url = _location(to_login)
+        assert urlsplit(url).path == "/login", url
+        form = _hidden_fields(browser.get(url)) | {"login": login, "password": password}
+        back = _location(browser.post("/login", data=form))
+        assert urlsplit(back).path == ACCOUNT_SECURITY, back
+        overview = browser.get(back)
+        assert 'data-enrolled="false"' in overview.text, overview.text[:500]
+        setup = browser.get(f"{ACCOUNT_SECURITY}/totp", params={"lang": "en"})
+        found = _SECRET.search(setup.text)
+        assert found, setup.text[:500]
+        secret = found.group(1).replace(" ", "")
+        form = _hidden_fields(setup) | {"code": fresh_code(secret)}
+        done = browser.post(f"{ACCOUNT_SECURITY}/totp", data=form)
+        assert done.status_code == 200, done.text[:500]
+        assert len(re.findall(r"<li><code>([^<]+)</code></li>", done.text)) == 10
+        assert 'data-enrolled="true"' in browser.get(ACCOUNT_SECURITY).text
     return secret
 
 
@@ -188,6 +205,8 @@ class Tokens:
                 login=login,
                 password=password,
                 totp_secret=self.totp.get(login),
+                # The citizen app asks for what a second factor gives, when the citizen has one.
+                acr_values=SUBSTANTIAL if login in self.totp else None,
             )
         self._cache[login] = (time.monotonic(), tokens)
         return tokens

@@ -4,8 +4,8 @@
 module); every person signs in through the provider's authorization endpoint: citizens with the
 citizen app's code flow (PKCE, loopback redirect), staff through the console's. Three stories:
 
-1. Online: citizen1 (password and TOTP: assurance substantial, which the open-restaurant bundle
-   needs) applies for the bundle, uploads the documents, submits (Idempotency-Key), the fire
+1. Online: citizen1 (password and TOTP, enrolled on the provider's account security page:
+   assurance substantial, which the open-restaurant bundle needs) applies for the bundle, uploads the documents, submits (Idempotency-Key), the fire
    department returns it for a correction, the citizen corrects and resubmits, the four
    departments (two of them with a supervisor's sign-off) approve, four certificates are issued
    and verify (the public route, and the JWS against the JWKS with cryptojwt), a rating of 1
@@ -88,10 +88,11 @@ def provider(
 
 
 @pytest.fixture(scope="module")
-def tokens(provider: Provider, settings: Settings) -> Tokens:
-    """Sign-ins for the demo's people; citizen1 with a TOTP second factor (see services_flow)."""
+def tokens(provider: Provider) -> Tokens:
+    """Sign-ins for the demo's people; citizen1 enrols a TOTP second factor on the provider's
+    account security page first (see services_flow)."""
     found = Tokens(provider, PASSWORD, staff=set(STAFF))
-    found.totp["citizen1"] = enrol_totp(provider, settings, "citizen1")
+    found.totp["citizen1"] = enrol_totp(provider, "citizen1", PASSWORD)
     return found
 
 
