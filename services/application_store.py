@@ -255,6 +255,21 @@ async def mark_submitted(
     return _application(record)
 
 
+async def mark_waiting_for_intake(
+    conn: Connection, application_id: UUID, *, number: str, now: datetime
+) -> ApplicationRow:
+    """Sent by the applicant to be finished at the counter: status `submitted` (the bureau's
+    queue), numbered (a number given before, at an earlier visit, is kept)."""
+    record = await conn.fetchrow(
+        "UPDATE services.applications SET status = 'submitted', number = coalesce(number, $2),"
+        f" version = version + 1, updated_at = $3 WHERE id = $1 RETURNING {_APPLICATION}",
+        application_id,
+        number,
+        now,
+    )
+    return _application(record)
+
+
 async def set_status(
     conn: Connection,
     application_id: UUID,

@@ -4,7 +4,15 @@ or for a bundle of items, from draft to decision.
     draft ──submit──> in_review ──(each item's workflow in its department)──> decided
       │                  │  ↑ needs_correction (resubmit) / awaiting_payment (pay)
       │                  └──withdraw──> withdrawn
-      └── (counter) submitted / returned: services.counter's intake
+      ├──submit_to_counter──> submitted (waiting for intake) ─┐
+      └── (counter draft) ─────────────────────────────────────┴─> services.counter's intake:
+                                                   accept → in_review, or returned
+
+Some applications cannot be submitted online: an item offered only at the counter, or a sign-in
+weaker than an item asks for. The citizen prepares those online (`create_draft` with
+`finish_at_counter`), and `submit_to_counter` checks the form and sends them to the counter's
+queue (status `submitted`, with the number to show there); the clerk's intake finishes them like
+a counter draft (identity and documents checked in person).
 
 An application pins the item versions it was made under: the form, the checklist and the time
 limits are those of the pinned versions even after the catalog changes. Each item is reviewed by
@@ -58,6 +66,7 @@ __all__ = [
     "resubmit",
     "service_name",
     "submit",
+    "submit_to_counter",
     "view",
     "withdraw",
     "working_hours",
@@ -145,11 +154,14 @@ async def create_draft(
     item_code: str | None = None,
     bundle_code: str | None = None,
     form: dict[str, Any] | None = None,
+    finish_at_counter: bool = False,
     now: datetime,
 ) -> ApplicationRow:
     """A draft for one item or one bundle, its items pinned to their current versions (status
     `pending`). Refused: neither or both given (400), unknown (400), not offered any more or not
-    through this channel (422)."""
+    through this channel (422). With `finish_at_counter` the draft is prepared through `channel`
+    to be finished at the counter (`submit_to_counter`): the items must be offered at the counter
+    instead; an ordinary submission of it through `channel` is still refused (`submit`)."""
     if (item_code is None) == (bundle_code is None):
         raise ValidationFailed(
             "Name either one item or one bundle.",
@@ -182,12 +194,7 @@ async def create_draft(
         if not found.active:
             raise RuleViolation(f"The item {code} is not offered any more.")
         items.append(found)
-    refused = [i.code for i in items if channel not in i.channels]
-    if refused:
-        raise RuleViolation(
-            f"{', '.join(refused)} cannot be applied for through the channel {channel}.",
-            errors=[FieldError(pointer="/channel", detail=f"not offered through {channel}")],
-        )
+    _check_channel(items, channel, finish_at_counter=finish_at_counter)
     app = await store.insert_application(
         conn,
         application_id=uuid4(),
@@ -209,6 +216,25 @@ async def create_draft(
             fee_minor=found.fee_minor,
         )
     return app
+
+
+def _check_channel(items: Sequence[catalog.Item], channel: str, *, finish_at_counter: bool) -> None:
+    """422 unless every item is offered through `channel` (to be finished at the counter: there)."""
+    if finish_at_counter:
+        not_at_counter = _not_offered(items, "counter")
+        if not_at_counter:
+            raise RuleViolation(
+                f"{', '.join(not_at_counter)} cannot be finished at the counter: it is not offered there.",
+                errors=[FieldError(pointer="/finish_at_counter", detail="not offered at the counter")],
+            )
+        return
+    refused = _not_offered(items, channel)
+    if refused:
+        raise RuleViolation(
+            f"{', '.join(refused)} cannot be applied for through the channel {channel}."
+            + _counter_hint(items, "prepare it here with finish_at_counter"),
+            errors=[FieldError(pointer="/channel", detail=f"not offered through {channel}")],
+        )
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -263,6 +289,26 @@ def required_assurance(items: Sequence[catalog.Item]) -> str:
     return max((i.min_assurance for i in items), key=_LEVELS.index, default="low")
 
 
+def _not_offered(items: Sequence[catalog.Item], channel: str) -> list[str]:
+    """The codes of the items not offered through `channel`."""
+    return [i.code for i in items if channel not in i.channels]
+
+
+def _counter_hint(items: Sequence[catalog.Item], how: str) -> str:
+    """The way out a refusal names when every item is offered at the counter: finish it there."""
+    if _not_offered(items, "counter"):
+        return ""
+    return f" It can be finished at a counter with your identity document: {how}."
+
+
+async def next_number(conn: Connection, prefix: str, *, now: datetime, settings: Settings) -> str:
+    """The next `<prefix>-<year>-<6 digits>` of the city's calendar year (applications, counter
+    receipts, certificates: one counter per prefix and year, taken in the caller's transaction)."""
+    year = now.astimezone(ZoneInfo(settings.timezone)).year
+    serial = await store.next_number(conn, prefix, year)
+    return f"{prefix}-{year}-{serial:06d}"
+
+
 async def _checked(
     conn: Connection,
     app: ApplicationRow,
@@ -274,10 +320,15 @@ async def _checked(
     errors = catalog.form_errors(items, app.form)
     requirements = catalog.checklist(items, app.form)
     errors += await documents.missing(conn, app.id, requirements, pending=pending)
+    _refuse_incomplete("application", errors)
+
+
+def _refuse_incomplete(what: str, errors: Sequence[FieldError]) -> None:
+    """400 with every problem, if there is any."""
     if errors:
         raise ValidationFailed(
-            f"The application is not complete: {len(errors)} problem{'s' if len(errors) != 1 else ''}; see errors.",
-            errors=errors,
+            f"The {what} is not complete: {len(errors)} problem{'s' if len(errors) != 1 else ''}; see errors.",
+            errors=list(errors),
         )
 
 
@@ -308,19 +359,22 @@ async def submit(
     if app.status not in SUBMITTABLE:
         raise Conflict(f"The application is {app.status}: only a draft can be submitted.")
     items = await catalog_items(conn, app)
+    hint = _counter_hint(items, 'submit it with {"finish_at_counter": true} and bring it there')
+    refused = [] if intake_by else _not_offered(items, app.channel)
+    if refused:
+        raise RuleViolation(
+            f"{', '.join(refused)} cannot be submitted through the channel {app.channel}." + hint,
+            errors=[FieldError(pointer="/finish_at_counter", detail="only at the counter")],
+        )
     needed = required_assurance(items)
     if not catalog.assurance_met(needed, catalog.ASSURANCE_LEVELS["high"] if intake_by else acr):
         raise RuleViolation(
             f"This application needs a sign-in of assurance level {needed}: sign in again with a stronger"
-            " method, or apply at a counter with your identity document.",
+            " method." + hint,
             errors=[FieldError(pointer="", detail=f"assurance level {needed} required")],
         )
     await _checked(conn, app, items, pending=pending)
-    year = now.astimezone(ZoneInfo(config.timezone)).year
-    number = app.number
-    if number is None:
-        serial = await store.next_number(conn, config.application_prefix, year)
-        number = f"{config.application_prefix}-{year}-{serial:06d}"
+    number = app.number or await next_number(conn, config.application_prefix, now=now, settings=config)
     rows = await store.items_of(conn, app.id)
     by_code = {i.code: i for i in items}
     promised = {
@@ -354,6 +408,34 @@ async def submit(
         ),
     )
     return app
+
+
+async def submit_to_counter(
+    conn: Connection, app_id: UUID, *, applicant: str, now: datetime, settings: Settings | None = None
+) -> ApplicationRow:
+    """The applicant sends an application prepared online to be finished at the counter: what
+    they cannot submit online (an item offered only at the counter, a sign-in weaker than the
+    items ask for) or choose to finish there, bringing the documents.
+
+    Only a draft or one returned at the counter (409; 404 for anyone but the applicant); every
+    item must be offered at the counter (422); the form is checked, every problem at once (400);
+    the checklist is not (documents may be brought to the counter), nor the sign-in's assurance
+    (the clerk checks the identity document). The application gets its number now (kept through
+    the intake), the citizen's reference at the counter, and waits in the bureau's queue with
+    status `submitted` until a clerk's intake accepts or returns it."""
+    config = settings_or(settings)
+    app = await store.application(conn, app_id, lock=True)
+    if app is None or app.applicant != applicant:
+        raise NotFound("No such application.")
+    if app.status == "submitted":
+        raise Conflict("The application is already waiting for intake at the counter.")
+    if app.status not in ("draft", "returned"):
+        raise Conflict(f"The application is {app.status}: only a draft can be sent to the counter.")
+    items = await catalog_items(conn, app)
+    _check_channel(items, "counter", finish_at_counter=True)
+    _refuse_incomplete("form", catalog.form_errors(items, app.form))
+    number = app.number or await next_number(conn, config.application_prefix, now=now, settings=config)
+    return await store.mark_waiting_for_intake(conn, app.id, number=number, now=now)
 
 
 async def resubmit(
@@ -503,7 +585,7 @@ class Department(msgspec.Struct, frozen=True, kw_only=True):
 class Expectation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Something the applicant has to do now."""
 
-    kind: Literal["submit", "correction", "payment", "documents"]
+    kind: Literal["submit", "counter", "correction", "payment", "documents"]
     detail: str
     item_id: UUID | None = None
     what_to_fix: list[Any] = msgspec.field(default_factory=list)
@@ -746,7 +828,17 @@ async def _application_expectations(
 ) -> list[Expectation]:
     """What the application as a whole expects: its submission, documents accepted as pending."""
     expected: list[Expectation] = []
-    if app.status in SUBMITTABLE:
+    if app.status == "submitted":
+        missing = await documents.missing(conn, app.id, catalog.checklist(items, app.form))
+        expected.append(
+            Expectation(
+                kind="counter",
+                detail=f"Come to a counter with your identity document and show the number {app.number}"
+                + (": bring the documents still missing." if missing else "."),
+                what_to_fix=[error.pointer.removeprefix("/documents/") for error in missing],
+            )
+        )
+    elif app.status in SUBMITTABLE:
         expected.append(
             Expectation(
                 kind="submit",

@@ -139,6 +139,44 @@ _VIEW_EXAMPLE: Final[dict[str, Any]] = {
     "form": _FORM,
 }
 
+_AT_COUNTER_EXAMPLE: Final[dict[str, Any]] = {
+    **_VIEW_EXAMPLE,
+    "number": "YC-2026-000124",
+    "status": "submitted",
+    "item": "second-hand-housing-transfer",
+    "service": {"zh": "二手房转移登记", "en": "Transfer registration of a second-hand home"},
+    "version": 3,
+    "submitted_at": None,
+    "promised_at": None,
+    "items": [
+        {
+            "id": _ITEM_ID,
+            "item": "second-hand-housing-transfer",
+            "item_version": 1,
+            "name": {"zh": "二手房转移登记", "en": "Transfer registration of a second-hand home"},
+            "department": {
+                "code": "planning",
+                "name_zh": "自然资源和规划局",
+                "name_en": "Natural Resources and Planning Bureau",
+            },
+            "status": "pending",
+            "fee_minor": 8000,
+            "currency": "CNY",
+            "corrections": 0,
+        }
+    ],
+    "expected": [
+        {
+            "kind": "counter",
+            "detail": "Come to a counter with your identity document and show the number YC-2026-000124:"
+            " bring the documents still missing.",
+            "what_to_fix": ["property_certificate", "tax_receipt"],
+        }
+    ],
+    "history": [{"at": "2026-09-28T01:00:00Z", "event": "drafted"}],
+    "form": {"premises_address": "滨江区河东街56号3单元502室", "mortgage": False},
+}
+
 _PROBLEMS: Final = {
     400: ("validation", "The request is not valid (every offending field is listed)"),
     401: ("unauthorized", "Sign in first"),
@@ -196,6 +234,16 @@ class NewApplication(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     bundle: Code | None = None
     form: dict[str, Any] = msgspec.field(default_factory=dict)
     channel: Literal["online", "app"] = "online"
+    # Prepared here to be finished at the counter (POST .../submit with finish_at_counter): the
+    # items must be offered at the counter, not necessarily through `channel`.
+    finish_at_counter: bool = False
+
+
+class SubmitRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """No body (or false): submit to the departments now. True: send it to the counter's queue
+    to be finished there (the clerk checks the identity document and the documents)."""
+
+    finish_at_counter: bool = False
 
 
 class FormPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -275,7 +323,10 @@ class ApplicationController(Controller):
         description="The signed-in person applies for themselves, online or in the app (the counter starts"
         " drafts for walk-in citizens through /api/v1/counter). The item versions in force now are pinned:"
         " the form, checklist and time limits are theirs from now on. The form may be empty or partial;"
-        " it is checked at submission. With an Idempotency-Key a retry returns the same draft.",
+        " it is checked at submission. The items must be offered through the channel (422), unless"
+        " `finish_at_counter` is true: then the draft is prepared here to be finished at the counter"
+        " (POST .../submit with `finish_at_counter`), and the items must be offered at the counter instead"
+        " (for an item offered only there). With an Idempotency-Key a retry returns the same draft.",
         status_code=201,
         responses={
             201: reply(ApplicationView, "The draft", {**_VIEW_EXAMPLE, "status": "draft", "number": None}),
@@ -294,6 +345,14 @@ class ApplicationController(Controller):
                     Example(
                         summary="A bundle (one thing)", value={"bundle": "open-restaurant", "channel": "app"}
                     ),
+                    Example(
+                        summary="Prepared online, to be finished at the counter (an item offered only there)",
+                        value={
+                            "item": "second-hand-housing-transfer",
+                            "form": {"premises_address": "滨江区河东街56号3单元502室", "mortgage": False},
+                            "finish_at_counter": True,
+                        },
+                    ),
                 ]
             ),
         ],
@@ -310,6 +369,7 @@ class ApplicationController(Controller):
                 item_code=data.item,
                 bundle_code=data.bundle,
                 form=data.form,
+                finish_at_counter=data.finish_at_counter,
                 now=workflows.now(),
             )
             return await applications.view(conn, principal, app.id)
@@ -459,26 +519,42 @@ class ApplicationController(Controller):
     @post(
         "/{application_id:uuid}/submit",
         operation_id="submitApplication",
-        summary="Submit a draft to the departments",
-        description="Checks the sign-in's assurance level against every item's (422), then the form and the"
-        " document checklist, every problem at once (400, pointers /form/<field> and /documents/<code>). On"
-        " success the application gets its number (YC-<year>-<serial>), the promised date, and each item goes"
-        " to its department's inbox; nothing is written when it is refused. Needs an Idempotency-Key: a retry"
-        " with the same key replays the reply; another submission of the same application is a 409. Counter"
-        " applications are submitted by the clerk's intake, not here.",
+        summary="Submit a draft to the departments, or send it to be finished at the counter",
+        description="Without a body: checks that every item is offered through the application's channel"
+        " and the sign-in's assurance level against every item's (422: the message names finishing it at"
+        " the counter when the items are offered there), then the form and the document checklist, every"
+        " problem at once (400, pointers /form/<field> and /documents/<code>). On success the application"
+        " gets its number (YC-<year>-<serial>), the promised date, and each item goes to its department's"
+        ' inbox; nothing is written when it is refused.\n\nWith `{"finish_at_counter": true}`: for what'
+        " must be finished at the counter (an item offered only there, a sign-in too weak for the items) or"
+        " what the applicant prefers to finish there. Every item must be offered at the counter (422); the"
+        " form is checked, every problem at once (400); the documents may be brought to the counter. The"
+        " application gets its number, the reference to show at the counter, and waits with status"
+        " `submitted` in the bureau's queue; the clerk's intake accepts it (it then goes to the"
+        " departments) or returns it. A draft or an application returned at the counter only (409).\n\n"
+        "Needs an Idempotency-Key: a retry with the same key replays the reply; another submission of the"
+        " same application is a 409. A counter draft is submitted by the clerk's intake (403 without"
+        " `finish_at_counter`).",
         status_code=200,
         responses={
-            200: reply(
-                ApplicationView,
-                "The application, in review",
-                {
-                    **_VIEW_EXAMPLE,
-                    "status": "in_review",
-                    "expected": [],
-                    "history": _VIEW_EXAMPLE["history"][:3],
-                },
+            200: ResponseSpec(
+                data_container=ApplicationView,
+                description="The application: in review, or waiting for intake at the counter",
+                generate_examples=False,
+                examples=[
+                    Example(
+                        summary="In review",
+                        value={
+                            **_VIEW_EXAMPLE,
+                            "status": "in_review",
+                            "expected": [],
+                            "history": _VIEW_EXAMPLE["history"][:3],
+                        },
+                    ),
+                    Example(summary="Waiting for intake at the counter", value=_AT_COUNTER_EXAMPLE),
+                ],
             ),
-            **problems(400, 401, 404, 409, 422, 428),
+            **problems(400, 401, 403, 404, 409, 422, 428),
         },
     )
     async def submit(
@@ -487,16 +563,34 @@ class ApplicationController(Controller):
         conn: Connection,
         settings: NamedDependency[Settings],
         application_id: FromPath[UUID],
+        data: Annotated[
+            SubmitRequest | None,
+            Body(
+                examples=[
+                    Example(summary="Submit to the departments (or send no body)", value={}),
+                    Example(summary="Finish it at the counter", value={"finish_at_counter": True}),
+                ]
+            ),
+        ] = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[Any]:
         principal = _principal(request)
+        at_counter = data is not None and data.finish_at_counter
 
         async def run() -> ApplicationView:
             found = await store.application(conn, application_id)
             if found is None or found.applicant != principal.subject:
                 raise NotFound("No such application.")
+            if at_counter:
+                await applications.submit_to_counter(
+                    conn, application_id, applicant=principal.subject, now=workflows.now(), settings=settings
+                )
+                return await applications.view(conn, principal, application_id)
             if found.channel == "counter":
-                raise Forbidden("A counter application is submitted by the clerk's intake at the counter.")
+                raise Forbidden(
+                    "A counter application is submitted by the clerk's intake at the counter: send it there"
+                    ' with {"finish_at_counter": true}.'
+                )
             await applications.submit(
                 conn,
                 application_id,
@@ -507,12 +601,13 @@ class ApplicationController(Controller):
             )
             return await applications.view(conn, principal, application_id)
 
+        fingerprint: dict[str, Any] = {"application": str(application_id)}
         return await idempotent(
             conn,
             principal=principal.subject,
             scope="services.submit-application",
             key=idempotency_key,
-            request={"application": str(application_id)},
+            request=fingerprint | {"finish_at_counter": True} if at_counter else fingerprint,
             run=run,
         )
 

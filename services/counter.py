@@ -91,8 +91,9 @@ class Receipt(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def open_for_intake(app: ApplicationRow) -> bool:
-    """A counter draft, an application waiting for intake, or one returned earlier (the citizen
-    came back with what was missing)."""
+    """A counter draft, an application a citizen sent from online to be finished here (waiting
+    for intake: `applications.submit_to_counter`), or one returned earlier (the citizen came back
+    with what was missing). Each is taken in alike: accepting submits it with `intake_by`."""
     if app.status == "draft":
         return app.channel == "counter"
     return app.status in ("submitted", "returned")

@@ -302,7 +302,9 @@ class CounterApplicationController(Controller):
         "",
         operation_id="services_counter_queue",
         summary="The bureau's queue",
-        description="`draft`: drafts made at the counter; `submitted`: applications waiting for intake;"
+        description="`draft`: drafts made at the counter; `submitted`: applications citizens prepared online"
+        " and sent to be finished at the counter (POST /api/v1/applications/{id}/submit with"
+        " `finish_at_counter`), waiting for intake (the citizen shows its number);"
         " `returned`: returned at intake; `pending_documents`: accepted with documents still to come. Oldest"
         " first.",
         responses={

@@ -188,12 +188,14 @@ async def upload(
 
 
 async def access(conn: Connection, principal: Principal, app: ApplicationRow) -> Access | None:
-    """`write` for the applicant and, on a counter application, a clerk; `read` for officers and
-    supervisors of a department that reviews an item of it; None for everyone else (who must
-    not learn that the application exists)."""
+    """`write` for the applicant and, on a counter application (made at the counter, waiting
+    for its intake, or taken in there), a clerk; `read` for officers and supervisors of a
+    department that reviews an item of it; None for everyone else (who must not learn that the
+    application exists)."""
     if principal.subject == app.applicant:
         return "write"
-    if (app.channel == "counter" or app.intake_by is not None) and principal.has_role("clerk"):
+    at_counter = app.channel == "counter" or app.status == "submitted" or app.intake_by is not None
+    if at_counter and principal.has_role("clerk"):
         return "write"
     for department in await departments_of(conn, app.id):
         path = await unit_path(conn, department)

@@ -243,6 +243,7 @@ class _Seeding:
         bundle: str | None = None,
         form: dict[str, Any],
         channel: Literal["online", "app", "counter"] = "online",
+        finish_at_counter: bool = False,
     ) -> ApplicationRow:
         by = self.people.clerk if channel == "counter" else self.people.citizen
         return await applications.create_draft(
@@ -253,6 +254,7 @@ class _Seeding:
             item_code=item,
             bundle_code=bundle,
             form=form,
+            finish_at_counter=finish_at_counter,
             now=self.now,
         )
 
@@ -388,12 +390,16 @@ async def _draft(run: _Seeding) -> None:
 
 
 async def _waiting_for_intake(run: _Seeding) -> None:
-    """Typed in at the counter with its documents, waiting for the intake decision. Nothing in
-    services moves an application to `submitted` yet (the counter's queue reads it), so the
-    status is set through the application store, as that step would."""
-    app = await run.draft(item="water-connection", form=run.form("water-connection"), channel="counter")
-    await run.supply(app, by=run.people.clerk)
-    await application_store.set_status(run.conn, app.id, status="submitted", now=run.now)
+    """A home sale's transfer (offered only at the counter, where buyer and seller show their
+    identity documents): prepared online with the contracts uploaded, sent to be finished at the
+    counter; it waits in the bureau's queue with its number, the property certificate and the tax
+    receipt to be brought in person."""
+    code = "second-hand-housing-transfer"
+    app = await run.draft(item=code, form=run.form(code), finish_at_counter=True)
+    await run.supply(app, skip=("property_certificate", "tax_receipt"))
+    await applications.submit_to_counter(
+        run.conn, app.id, applicant=run.people.citizen.subject, now=run.now, settings=run.settings
+    )
 
 
 async def _returned_at_the_counter(run: _Seeding) -> None:

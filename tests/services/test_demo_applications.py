@@ -86,7 +86,7 @@ async def test_every_submitted_item_has_a_workflow_instance_that_agrees(
     rows = await conn.fetch(
         "SELECT i.id, i.status FROM services.application_items i"
         " JOIN services.applications a ON a.id = i.application_id WHERE a.number IS NOT NULL"
-        " AND a.status <> 'returned'"
+        " AND a.status NOT IN ('returned', 'submitted')"
     )
     assert rows
     for row in rows:
@@ -111,6 +111,27 @@ async def test_the_restaurant_in_review_has_four_departments_one_approved(
 
 
 async def test_the_counter_states(conn: Connection, demo: DemoPeople) -> None:
+    # Prepared online, sent to be finished at the counter: numbered, in the queue, no workflow yet;
+    # the contracts uploaded online, the certificate and the tax receipt to be brought.
+    [waiting] = await conn.fetch(
+        "SELECT a.id, a.number, a.channel, a.submitted_at, i.id AS item_id, i.item_code, i.status"
+        " FROM services.applications a JOIN services.application_items i ON i.application_id = a.id"
+        " WHERE a.status = 'submitted'"
+    )
+    assert (waiting["item_code"], waiting["channel"], waiting["status"]) == (
+        "second-hand-housing-transfer",
+        "online",
+        "pending",
+    )
+    assert re.fullmatch(r"YC-\d{4}-\d{6}", waiting["number"])
+    assert waiting["submitted_at"] is None
+    assert await workflows.instance_for_subject(conn, applications.KIND, str(waiting["item_id"])) is None
+    supplied = await _column(
+        conn,
+        "SELECT checklist_code FROM services.application_documents WHERE application_id = $1 ORDER BY 1",
+        waiting["id"],
+    )
+    assert supplied == ["mortgage_contract", "sale_contract"]
     returned = await conn.fetchrow(
         "SELECT missing, receipt_number FROM services.applications WHERE status = 'returned'"
     )
