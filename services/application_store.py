@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -219,16 +220,19 @@ async def update_form(
     return _application(record)
 
 
-async def next_number(conn: Connection, prefix: str, year: int) -> int:
-    """The next serial of `prefix` in `year`, taken under the counter's row lock (a rolled-back
-    submit gives its number back: no gap is visible)."""
+async def next_number(conn: Connection, prefix: str, *, now: datetime, timezone: str) -> str:
+    """The next `<prefix>-<year>-<6 digits>` of the city's calendar year at `now` (application
+    numbers, counter receipts, certificates: one counter per prefix and year). Taken under the
+    counter's row lock until the transaction ends, so a number is never given twice, and a
+    rolled-back submission or issue gives its number back (no gap is visible)."""
+    year = now.astimezone(ZoneInfo(timezone)).year
     serial: int = await conn.fetchval(
         "INSERT INTO services.number_counters (prefix, year, last) VALUES ($1, $2, 1)"
         " ON CONFLICT (prefix, year) DO UPDATE SET last = number_counters.last + 1 RETURNING last",
         prefix,
         year,
     )
-    return serial
+    return f"{prefix}-{year}-{serial:06d}"
 
 
 async def mark_submitted(

@@ -28,11 +28,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID, uuid4
-from zoneinfo import ZoneInfo
 
 import msgspec
 
-from identity.api import Principal, unit_name, unit_path
+from identity.api import Principal, unit_name
 from onewindow import outbox
 from onewindow.db import Connection
 from onewindow.errors import (
@@ -45,7 +44,7 @@ from onewindow.errors import (
 )
 from onewindow.settings import Settings
 from services import application_store as store
-from services import catalog, documents
+from services import catalog, documents, reviewers
 from services.application_store import ApplicationItemRow, ApplicationRow
 from services.events import ApplicationReceived, ServiceName
 from workflows import api as workflows
@@ -301,14 +300,6 @@ def _counter_hint(items: Sequence[catalog.Item], how: str) -> str:
     return f" It can be finished at a counter with your identity document: {how}."
 
 
-async def next_number(conn: Connection, prefix: str, *, now: datetime, settings: Settings) -> str:
-    """The next `<prefix>-<year>-<6 digits>` of the city's calendar year (applications, counter
-    receipts, certificates: one counter per prefix and year, taken in the caller's transaction)."""
-    year = now.astimezone(ZoneInfo(settings.timezone)).year
-    serial = await store.next_number(conn, prefix, year)
-    return f"{prefix}-{year}-{serial:06d}"
-
-
 async def _checked(
     conn: Connection,
     app: ApplicationRow,
@@ -374,7 +365,9 @@ async def submit(
             errors=[FieldError(pointer="", detail=f"assurance level {needed} required")],
         )
     await _checked(conn, app, items, pending=pending)
-    number = app.number or await next_number(conn, config.application_prefix, now=now, settings=config)
+    number = app.number or await store.next_number(
+        conn, config.application_prefix, now=now, timezone=config.timezone
+    )
     rows = await store.items_of(conn, app.id)
     by_code = {i.code: i for i in items}
     promised = {
@@ -434,7 +427,9 @@ async def submit_to_counter(
     items = await catalog_items(conn, app)
     _check_channel(items, "counter", finish_at_counter=True)
     _refuse_incomplete("form", catalog.form_errors(items, app.form))
-    number = app.number or await next_number(conn, config.application_prefix, now=now, settings=config)
+    number = app.number or await store.next_number(
+        conn, config.application_prefix, now=now, timezone=config.timezone
+    )
     return await store.mark_waiting_for_intake(conn, app.id, number=number, now=now)
 
 
@@ -680,23 +675,7 @@ def visible_departments(
     principal: Principal, items: Sequence[ApplicationItemRow], paths: Mapping[str, str]
 ) -> set[str]:
     """The departments of `items` whose parts the principal reviews (officer or supervisor there)."""
-    seen: set[str] = set()
-    for row in items:
-        path = paths.get(row.department)
-        if path is not None and (
-            principal.has_role("officer", within=path) or principal.has_role("supervisor", within=path)
-        ):
-            seen.add(row.department)
-    return seen
-
-
-async def department_paths(conn: Connection, items: Sequence[ApplicationItemRow]) -> dict[str, str]:
-    paths: dict[str, str] = {}
-    for code in {row.department for row in items}:
-        path = await unit_path(conn, code)
-        if path is not None:
-            paths[code] = path
-    return paths
+    return {row.department for row in items if reviewers.reviews_for(principal, paths.get(row.department))}
 
 
 _CITIZEN_EVENTS: dict[str, str] = {
@@ -870,7 +849,7 @@ async def view(conn: Connection, principal: Principal, app_id: UUID) -> Applicat
     if app is None:
         raise NotFound("No such application.")
     rows = await store.items_of(conn, app.id)
-    paths = await department_paths(conn, rows)
+    paths = await reviewers.department_paths(conn, (row.department for row in rows))
     if not may_see(principal, app, rows, paths):
         raise NotFound("No such application.")
     applicant = principal.subject == app.applicant

@@ -29,7 +29,7 @@ from onewindow.idempotency import HEADER as IDEMPOTENCY_HEADER
 from onewindow.problems import MEDIA_TYPE as PROBLEM
 from onewindow.problems import Problem
 from onewindow.settings import Settings
-from onewindow.web import check_if_match, decode_cursor, encode_cursor, etag, idempotent
+from onewindow.web import check_if_match, decode_cursor, etag, idempotent, page
 from services import application_store as store
 from services import applications, payments
 from services.applications import ApplicationView
@@ -428,11 +428,13 @@ class ApplicationController(Controller):
     ) -> ApplicationPage:
         principal = _principal(request)
         after = decode_cursor(cursor, tuple[datetime, UUID])
-        rows = await store.applications_of(
-            conn, principal.subject, statuses=status, after=after, limit=limit + 1
+        rows, next_cursor = page(
+            await store.applications_of(
+                conn, principal.subject, statuses=status, after=after, limit=limit + 1
+            ),
+            limit,
+            lambda row: (row.created_at, row.id),
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
         summaries = []
         for row in rows:
             codes = [i.item_code for i in await store.items_of(conn, row.id)]
@@ -451,7 +453,6 @@ class ApplicationController(Controller):
                     decided_at=row.decided_at,
                 )
             )
-        next_cursor = encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)]) if more else None
         return ApplicationPage(applications=summaries, next_cursor=next_cursor)
 
     @get(

@@ -17,7 +17,7 @@ from litestar.types import ControllerRouterHandler
 from identity.api import authenticate, current_principal, require_role, unit_name
 from onewindow.db import Connection
 from onewindow.errors import FieldError, Forbidden, NotFound, Unauthorized, ValidationFailed
-from onewindow.web import check_if_match, decode_cursor, encode_cursor, etag
+from onewindow.web import check_if_match, decode_cursor, etag, page
 from services import catalog, catalog_store
 from workflows import api as workflows
 
@@ -557,11 +557,8 @@ class CatalogController(Controller):
             limit=limit + 1,
         )
         departments = _Departments(conn)
-        shown = found[:limit]
-        return ItemPage(
-            items=[await _summary(item, departments) for item in shown],
-            next_cursor=encode_cursor(shown[-1].code) if len(found) > limit else None,
-        )
+        shown, next_cursor = page(found, limit, lambda item: item.code)
+        return ItemPage(items=[await _summary(item, departments) for item in shown], next_cursor=next_cursor)
 
     @get(
         "/items/{code:str}",
@@ -715,7 +712,7 @@ class CatalogController(Controller):
             after=decode_cursor(cursor, str),
             limit=limit + 1,
         )
-        shown = found[:limit]
+        shown, next_cursor = page(found, limit, lambda bundle: bundle.code)
         return BundlePage(
             bundles=[
                 BundleSummary(
@@ -729,7 +726,7 @@ class CatalogController(Controller):
                 )
                 for b in shown
             ],
-            next_cursor=encode_cursor(shown[-1].code) if len(found) > limit else None,
+            next_cursor=next_cursor,
         )
 
     @get(

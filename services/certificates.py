@@ -20,7 +20,6 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 import msgspec
 from joserfc import jws
@@ -32,6 +31,7 @@ from onewindow.crypto import DecryptionError, decrypt, derive_key, encrypt
 from onewindow.db import Connection
 from onewindow.errors import Conflict, Forbidden, NotFound
 from onewindow.settings import Settings
+from services import application_store, reviewers
 from services import certificates_store as store
 from services.certificates_store import CertificateRow
 
@@ -194,9 +194,7 @@ async def issue(
     if existing is not None:
         return existing
     key = await signing_key(conn, settings, now=now)
-    year = now.astimezone(ZoneInfo(settings.timezone)).year
-    serial = await store.next_number(conn, NUMBER_PREFIX, year)
-    number = f"{NUMBER_PREFIX}-{year}-{serial:06d}"
+    number = await application_store.next_number(conn, NUMBER_PREFIX, now=now, timezone=settings.timezone)
     valid_until = now + timedelta(days=valid_days) if valid_days is not None else None
     contact = await contact_details(conn, settings, holder)
     claims = CertificateClaims(
@@ -319,8 +317,6 @@ async def verify(conn: Connection, number: str, *, now: datetime, settings: Sett
 
 # --- who may do what ---------------------------------------------------------------------------
 
-_MANAGERS = ("officer", "supervisor")
-
 
 async def department_path(conn: Connection, row: CertificateRow) -> str | None:
     """The unit path of the department that decided the certificate's item."""
@@ -333,8 +329,7 @@ async def may_read(conn: Connection, principal: Principal, row: CertificateRow) 
     supervisors of the department that issued it."""
     if principal.subject == row.holder or principal.has_role("admin") or principal.has_role("clerk"):
         return True
-    path = await department_path(conn, row)
-    return path is not None and any(principal.has_role(role, within=path) for role in _MANAGERS)
+    return reviewers.reviews_for(principal, await department_path(conn, row))
 
 
 async def readable(conn: Connection, principal: Principal, number: str) -> CertificateRow:
@@ -354,11 +349,9 @@ async def revoke(
     row = await store.certificate(conn, number, lock=True)
     if row is None:
         raise NotFound(f"There is no certificate {number}.")
-    path = await department_path(conn, row)
-    allowed = principal.has_role("admin") or (
-        path is not None and any(principal.has_role(role, within=path) for role in _MANAGERS)
-    )
-    if not allowed:
+    if not (
+        principal.has_role("admin") or reviewers.reviews_for(principal, await department_path(conn, row))
+    ):
         raise Forbidden(
             "Only an officer or supervisor of the issuing department, or an admin, may revoke it."
         )

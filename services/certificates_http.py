@@ -21,7 +21,7 @@ from onewindow.db import Connection
 from onewindow.problems import MEDIA_TYPE as PROBLEM
 from onewindow.problems import Problem
 from onewindow.settings import Settings
-from onewindow.web import decode_cursor, encode_cursor
+from onewindow.web import decode_cursor, page
 from services import certificates
 from services import certificates_store as store
 from services.certificates import CertifiedItem, Status, Verification
@@ -366,16 +366,13 @@ class CertificateController(Controller):
         self, request: Request[Any, Any, Any], conn: Connection, limit: Limit = 50, cursor: Cursor = None
     ) -> CertificatePage:
         after = decode_cursor(cursor, tuple[datetime, str])
-        rows = await store.certificates_page(
-            conn, current_principal(request).subject, after=after, limit=limit
+        rows, next_cursor = page(
+            await store.certificates_page(conn, current_principal(request).subject, after=after, limit=limit),
+            limit,
+            lambda row: (row.issued_at, row.number),
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
         now = workflows.now()
-        return CertificatePage(
-            items=[_summary(row, now) for row in rows],
-            next_cursor=encode_cursor([rows[-1].issued_at, rows[-1].number]) if more else None,
-        )
+        return CertificatePage(items=[_summary(row, now) for row in rows], next_cursor=next_cursor)
 
     @get(
         "/{number:str}",

@@ -103,22 +103,6 @@ async def key(conn: Connection, kid: str) -> CertificateKeyRow | None:
     return None if row is None else row_as(row, CertificateKeyRow)
 
 
-# --- numbers -----------------------------------------------------------------------------------
-
-
-async def next_number(conn: Connection, prefix: str, year: int) -> int:
-    """The next serial of `prefix` in `year` (1, 2, ...): the counter row is locked until commit,
-    so numbers are never given twice and never skipped by a rolled-back issue."""
-    value: int = await conn.fetchval(
-        "INSERT INTO services.number_counters (prefix, year, last) VALUES ($1, $2, 1)"
-        " ON CONFLICT (prefix, year) DO UPDATE SET last = services.number_counters.last + 1"
-        " RETURNING last",
-        prefix,
-        year,
-    )
-    return value
-
-
 # --- certificates ------------------------------------------------------------------------------
 
 

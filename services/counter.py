@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -97,12 +96,6 @@ def open_for_intake(app: ApplicationRow) -> bool:
     if app.status == "draft":
         return app.channel == "counter"
     return app.status in ("submitted", "returned")
-
-
-async def receipt_number(conn: Connection, settings: Settings, now: datetime) -> str:
-    year = now.astimezone(ZoneInfo(settings.timezone)).year
-    serial = await application_store.next_number(conn, settings.counter_receipt_prefix, year)
-    return f"{settings.counter_receipt_prefix}-{year}-{serial:06d}"
 
 
 async def _pending_due(
@@ -228,7 +221,9 @@ async def intake(
             errors=[FieldError(pointer="/pending", detail="empty")],
         )
     requirements = await documents.requirements_of(conn, app)
-    number = await receipt_number(conn, settings, now)
+    number = await application_store.next_number(
+        conn, settings.counter_receipt_prefix, now=now, timezone=settings.timezone
+    )
     listed: list[FieldError] = []
     due: dict[str, datetime] = {}
     if decision == "return":

@@ -20,7 +20,7 @@ from onewindow.db import Connection
 from onewindow.errors import FieldError, NotFound, RuleViolation
 from onewindow.idempotency import HEADER as IDEMPOTENCY_HEADER
 from onewindow.settings import Settings
-from onewindow.web import decode_cursor, encode_cursor, idempotent
+from onewindow.web import decode_cursor, idempotent, page
 from services import application_store, applications, catalog, counter, documents, documents_store
 from services.application_store import ApplicationRow
 from services.counter import MissingEntry, PendingEntry, Receipt, ReceiptItem
@@ -349,11 +349,11 @@ class CounterApplicationController(Controller):
         cursor: Cursor = None,
     ) -> QueuePage:
         after = decode_cursor(cursor, tuple[datetime, UUID])
-        rows = await documents_store.counter_queue(conn, status, after=after, limit=limit + 1)
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = encode_cursor((rows[-1].created_at, rows[-1].id))
+        rows, next_cursor = page(
+            await documents_store.counter_queue(conn, status, after=after, limit=limit + 1),
+            limit,
+            lambda row: (row.created_at, row.id),
+        )
         return QueuePage(
             applications=[
                 QueueEntry(

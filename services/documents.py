@@ -22,7 +22,7 @@ from uuid import UUID, uuid4
 
 import msgspec
 
-from identity.api import Principal, unit_path
+from identity.api import Principal
 from onewindow.db import Connection
 from onewindow.errors import (
     Conflict,
@@ -35,7 +35,7 @@ from onewindow.errors import (
     ValidationFailed,
 )
 from onewindow.storage import BlobStore, digest, sniff_media_type
-from services import application_store, catalog, certificates_store, documents_store
+from services import application_store, catalog, certificates_store, documents_store, reviewers
 from services.application_store import ApplicationRow
 from services.documents_store import AttachmentRow, DocumentRow
 
@@ -197,12 +197,8 @@ async def access(conn: Connection, principal: Principal, app: ApplicationRow) ->
     at_counter = app.channel == "counter" or app.status == "submitted" or app.intake_by is not None
     if at_counter and principal.has_role("clerk"):
         return "write"
-    for department in await departments_of(conn, app.id):
-        path = await unit_path(conn, department)
-        if path is not None and (
-            principal.has_role("officer", within=path) or principal.has_role("supervisor", within=path)
-        ):
-            return "read"
+    if await reviewers.reviews_for_any(conn, principal, await departments_of(conn, app.id)):
+        return "read"
     return None
 
 

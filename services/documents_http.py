@@ -27,7 +27,7 @@ from onewindow.problems import MEDIA_TYPE as PROBLEM
 from onewindow.problems import Problem
 from onewindow.settings import Settings
 from onewindow.storage import DiskStore
-from onewindow.web import decode_cursor, encode_cursor
+from onewindow.web import decode_cursor, page
 from services import documents, documents_store
 from services.documents import ChecklistStatus, DocumentRef
 from workflows import api as workflows
@@ -445,13 +445,13 @@ class MyDocumentsController(Controller):
     ) -> DocumentList:
         principal = current_principal(request)
         after = decode_cursor(cursor, tuple[datetime, UUID])
-        rows = await documents_store.documents_of(
-            conn, principal.subject, kind=kind, after=after, limit=limit + 1
+        rows, next_cursor = page(
+            await documents_store.documents_of(
+                conn, principal.subject, kind=kind, after=after, limit=limit + 1
+            ),
+            limit,
+            lambda row: (row.uploaded_at, row.id),
         )
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = encode_cursor((rows[-1].uploaded_at, rows[-1].id))
         return DocumentList(documents=[documents.document_ref(row) for row in rows], next_cursor=next_cursor)
 
 

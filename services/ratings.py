@@ -21,7 +21,7 @@ import msgspec
 from identity.api import Principal, unit_path
 from onewindow.db import Connection
 from onewindow.errors import Conflict, NotFound
-from services import application_store
+from services import application_store, reviewers
 from services import ratings_store as store
 from services.application_store import ApplicationItemRow, ApplicationRow
 from services.ratings_store import FollowUpRow, RatingRow
@@ -43,8 +43,6 @@ DEFINITION: Final = "rating-follow-up"
 # The levels that open a follow-up: 1 (very dissatisfied) and 2 (dissatisfied).
 FOLLOW_UP_LEVELS: Final = frozenset({1, 2})
 _DECIDED_ITEM: Final = ("approved", "rejected")
-# Who among staff may read an application's rating: its departments' officers and supervisors.
-_DEPARTMENT_READERS: Final = ("officer", "supervisor")
 
 
 class FollowUpView(msgspec.Struct, frozen=True, kw_only=True):
@@ -170,11 +168,8 @@ async def rate(
 async def _may_read_as_staff(conn: Connection, principal: Principal, app: ApplicationRow) -> bool:
     if principal.has_role("admin"):
         return True
-    for department in {entry.department for entry in await application_store.items_of(conn, app.id)}:
-        path = await unit_path(conn, department)
-        if path is not None and any(principal.has_role(role, within=path) for role in _DEPARTMENT_READERS):
-            return True
-    return False
+    items = await application_store.items_of(conn, app.id)
+    return await reviewers.reviews_for_any(conn, principal, (entry.department for entry in items))
 
 
 async def rating_of(conn: Connection, principal: Principal, application_id: UUID) -> RatingView:
