@@ -17,8 +17,6 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath, HeaderParameter, QueryParameter
 from litestar.types import ControllerRouterHandler
 
@@ -26,13 +24,12 @@ from identity.api import Principal, current_principal, require_signed_in
 from onewindow.db import Connection
 from onewindow.errors import FieldError, Forbidden, NotFound, ValidationFailed
 from onewindow.idempotency import HEADER as IDEMPOTENCY_HEADER
-from onewindow.problems import MEDIA_TYPE as PROBLEM
-from onewindow.problems import Problem
 from onewindow.settings import Settings
 from onewindow.web import check_if_match, decode_cursor, etag, idempotent, page
 from services import application_store as store
 from services import applications, payments
 from services.applications import ApplicationView
+from services.openapi import Problems, example, reply
 from workflows import api as workflows
 
 __all__ = ["APPLICATION_CONTROLLERS"]
@@ -177,51 +174,18 @@ _AT_COUNTER_EXAMPLE: Final[dict[str, Any]] = {
     "form": {"premises_address": "滨江区河东街56号3单元502室", "mortgage": False},
 }
 
-_PROBLEMS: Final = {
-    400: ("validation", "The request is not valid (every offending field is listed)"),
-    401: ("unauthorized", "Sign in first"),
-    403: ("forbidden", "Not allowed for this caller"),
-    404: ("not-found", "No such application (or not one this caller may see)"),
-    409: ("conflict", "The application is not in a state that allows this"),
-    412: ("precondition-failed", "The application has changed since it was read"),
-    422: ("rule-violation", "Not allowed by the rules"),
-    428: ("precondition-required", "A required header (If-Match, Idempotency-Key) is missing"),
-}
-
-
-def problems(*statuses: int) -> dict[int, ResponseSpec]:
-    """The problem+json replies a route can give, each with an example."""
-    specs: dict[int, ResponseSpec] = {}
-    for status in statuses:
-        slug, text = _PROBLEMS[status]
-        value: dict[str, Any] = {
-            "type": f"urn:onewindow:problem:{slug}",
-            "title": text,
-            "status": status,
-            "detail": text + ".",
-        }
-        if status == 400:
-            value["errors"] = [
-                {"pointer": "/form/address", "detail": "is required"},
-                {"pointer": "/documents/id_card", "detail": "Identity card is required"},
-            ]
-        specs[status] = ResponseSpec(
-            data_container=Problem,
-            description=text,
-            media_type=PROBLEM,
-            generate_examples=False,
-            examples=[Example(summary=text, value=value)],
-        )
-    return specs
-
-
-def reply(container: Any, description: str, value: Any, summary: str = "Example") -> ResponseSpec:
-    return ResponseSpec(
-        data_container=container,
-        description=description,
-        generate_examples=False,
-        examples=[Example(summary=summary, value=value)],
-    )
+problems: Final = Problems(
+    {
+        404: "No such application (or not one this caller may see)",
+        409: "The application is not in a state that allows this",
+        412: "The application has changed since it was read",
+        428: "A required header (If-Match, Idempotency-Key) is missing",
+    },
+    errors=[
+        {"pointer": "/form/address", "detail": "is required"},
+        {"pointer": "/documents/id_card", "detail": "Identity card is required"},
+    ],
+)
 
 
 # --- bodies and replies --------------------------------------------------------------------------
@@ -329,7 +293,11 @@ class ApplicationController(Controller):
         " (for an item offered only there). With an Idempotency-Key a retry returns the same draft.",
         status_code=201,
         responses={
-            201: reply(ApplicationView, "The draft", {**_VIEW_EXAMPLE, "status": "draft", "number": None}),
+            201: reply(
+                ApplicationView,
+                "The draft",
+                example("Example", {**_VIEW_EXAMPLE, "status": "draft", "number": None}),
+            ),
             **problems(400, 401, 403, 422),
         },
     )
@@ -341,13 +309,11 @@ class ApplicationController(Controller):
             NewApplication,
             Body(
                 examples=[
-                    Example(summary="One item", value={"item": "business-licence", "form": _FORM}),
-                    Example(
-                        summary="A bundle (one thing)", value={"bundle": "open-restaurant", "channel": "app"}
-                    ),
-                    Example(
-                        summary="Prepared online, to be finished at the counter (an item offered only there)",
-                        value={
+                    example("One item", {"item": "business-licence", "form": _FORM}),
+                    example("A bundle (one thing)", {"bundle": "open-restaurant", "channel": "app"}),
+                    example(
+                        "Prepared online, to be finished at the counter (an item offered only there)",
+                        {
                             "item": "second-hand-housing-transfer",
                             "form": {"premises_address": "滨江区河东街56号3单元502室", "mortgage": False},
                             "finish_at_counter": True,
@@ -396,24 +362,27 @@ class ApplicationController(Controller):
             200: reply(
                 ApplicationPage,
                 "A page of applications",
-                {
-                    "applications": [
-                        {
-                            "id": _ID,
-                            "number": "YC-2026-000123",
-                            "status": "in_review",
-                            "outcome": None,
-                            "channel": "online",
-                            "bundle": None,
-                            "items": ["business-licence"],
-                            "created_at": "2026-09-28T01:00:00Z",
-                            "submitted_at": "2026-09-28T01:10:00Z",
-                            "promised_at": "2026-10-12T01:10:00Z",
-                            "decided_at": None,
-                        }
-                    ],
-                    "next_cursor": None,
-                },
+                example(
+                    "Example",
+                    {
+                        "applications": [
+                            {
+                                "id": _ID,
+                                "number": "YC-2026-000123",
+                                "status": "in_review",
+                                "outcome": None,
+                                "channel": "online",
+                                "bundle": None,
+                                "items": ["business-licence"],
+                                "created_at": "2026-09-28T01:00:00Z",
+                                "submitted_at": "2026-09-28T01:10:00Z",
+                                "promised_at": "2026-10-12T01:10:00Z",
+                                "decided_at": None,
+                            }
+                        ],
+                        "next_cursor": None,
+                    },
+                ),
             ),
             **problems(400, 401),
         },
@@ -465,7 +434,10 @@ class ApplicationController(Controller):
         " notes (only a return's list and a rejection's reason). An officer or supervisor sees the items of"
         " their own departments with the form fields those items ask for and the full history; a clerk or an"
         " admin sees the whole application. ETag: the version to send as If-Match when editing.",
-        responses={200: reply(ApplicationView, "The application", _VIEW_EXAMPLE), **problems(401, 404)},
+        responses={
+            200: reply(ApplicationView, "The application", example("Example", _VIEW_EXAMPLE)),
+            **problems(401, 404),
+        },
     )
     async def get_one(
         self, request: Request[Any, Any, Any], conn: Connection, application_id: FromPath[UUID]
@@ -480,7 +452,7 @@ class ApplicationController(Controller):
         " application's ETag (412 when someone changed it meanwhile, 428 without). Only drafts, applications"
         " returned at the counter and applications returned for correction can be edited (409 otherwise).",
         responses={
-            200: reply(ApplicationView, "The application as changed", _VIEW_EXAMPLE),
+            200: reply(ApplicationView, "The application as changed", example("Example", _VIEW_EXAMPLE)),
             **problems(400, 401, 404, 409, 412, 428),
         },
     )
@@ -493,9 +465,9 @@ class ApplicationController(Controller):
             FormPatch,
             Body(
                 examples=[
-                    Example(
-                        summary="Correct the address, drop a field",
-                        value={"form": {"address": "滨河路 18 号 1 层", "sign_text": None}},
+                    example(
+                        "Correct the address, drop a field",
+                        {"form": {"address": "滨河路 18 号 1 层", "sign_text": None}},
                     )
                 ]
             ),
@@ -538,22 +510,19 @@ class ApplicationController(Controller):
         " `finish_at_counter`).",
         status_code=200,
         responses={
-            200: ResponseSpec(
-                data_container=ApplicationView,
-                description="The application: in review, or waiting for intake at the counter",
-                generate_examples=False,
-                examples=[
-                    Example(
-                        summary="In review",
-                        value={
-                            **_VIEW_EXAMPLE,
-                            "status": "in_review",
-                            "expected": [],
-                            "history": _VIEW_EXAMPLE["history"][:3],
-                        },
-                    ),
-                    Example(summary="Waiting for intake at the counter", value=_AT_COUNTER_EXAMPLE),
-                ],
+            200: reply(
+                ApplicationView,
+                "The application: in review, or waiting for intake at the counter",
+                example(
+                    "In review",
+                    {
+                        **_VIEW_EXAMPLE,
+                        "status": "in_review",
+                        "expected": [],
+                        "history": _VIEW_EXAMPLE["history"][:3],
+                    },
+                ),
+                example("Waiting for intake at the counter", _AT_COUNTER_EXAMPLE),
             ),
             **problems(400, 401, 403, 404, 409, 422, 428),
         },
@@ -568,8 +537,8 @@ class ApplicationController(Controller):
             SubmitRequest | None,
             Body(
                 examples=[
-                    Example(summary="Submit to the departments (or send no body)", value={}),
-                    Example(summary="Finish it at the counter", value={"finish_at_counter": True}),
+                    example("Submit to the departments (or send no body)", {}),
+                    example("Finish it at the counter", {"finish_at_counter": True}),
                 ]
             ),
         ] = None,
@@ -625,7 +594,7 @@ class ApplicationController(Controller):
             200: reply(
                 ApplicationView,
                 "The application, back in review",
-                {**_VIEW_EXAMPLE, "status": "in_review", "expected": []},
+                example("Example", {**_VIEW_EXAMPLE, "status": "in_review", "expected": []}),
             ),
             **problems(400, 401, 404, 409),
         },
@@ -637,11 +606,7 @@ class ApplicationController(Controller):
         application_id: FromPath[UUID],
         data: Annotated[
             ResubmitRequest,
-            Body(
-                examples=[
-                    Example(summary="With a note", value={"comment": "Address corrected as in the lease."})
-                ]
-            ),
+            Body(examples=[example("With a note", {"comment": "Address corrected as in the lease."})]),
         ],
     ) -> ApplicationView:
         principal = _principal(request)
@@ -665,12 +630,15 @@ class ApplicationController(Controller):
             200: reply(
                 ApplicationView,
                 "The withdrawn application",
-                {
-                    **_VIEW_EXAMPLE,
-                    "status": "withdrawn",
-                    "expected": [],
-                    "withdrawn_at": "2026-09-30T02:00:00Z",
-                },
+                example(
+                    "Example",
+                    {
+                        **_VIEW_EXAMPLE,
+                        "status": "withdrawn",
+                        "expected": [],
+                        "withdrawn_at": "2026-09-30T02:00:00Z",
+                    },
+                ),
             ),
             **problems(400, 401, 404, 409),
         },
@@ -682,7 +650,7 @@ class ApplicationController(Controller):
         application_id: FromPath[UUID],
         data: Annotated[
             WithdrawRequest,
-            Body(examples=[Example(summary="Changed plans", value={"reason": "We found another location."})]),
+            Body(examples=[example("Changed plans", {"reason": "We found another location."})]),
         ],
     ) -> ApplicationView:
         principal = _principal(request)
@@ -708,19 +676,22 @@ class ApplicationController(Controller):
             201: reply(
                 PaymentReply,
                 "The payment",
-                {
-                    "id": "5d1c2b3a-9e8f-4a7b-8c6d-1e2f3a4b5c6d",
-                    "item_id": _ITEM_ID,
-                    "amount_minor": 30000,
-                    "currency": "CNY",
-                    "provider": "development",
-                    "reference": "DEV-9F2A61C04B7D3E15",
-                    "status": "confirmed",
-                    "created_at": "2026-10-02T03:00:00Z",
-                    "confirmed_at": "2026-10-02T03:00:00Z",
-                    "item_status": "approved",
-                    "application_status": "decided",
-                },
+                example(
+                    "Example",
+                    {
+                        "id": "5d1c2b3a-9e8f-4a7b-8c6d-1e2f3a4b5c6d",
+                        "item_id": _ITEM_ID,
+                        "amount_minor": 30000,
+                        "currency": "CNY",
+                        "provider": "development",
+                        "reference": "DEV-9F2A61C04B7D3E15",
+                        "status": "confirmed",
+                        "created_at": "2026-10-02T03:00:00Z",
+                        "confirmed_at": "2026-10-02T03:00:00Z",
+                        "item_status": "approved",
+                        "application_status": "decided",
+                    },
+                ),
             ),
             **problems(400, 401, 404, 409, 428),
         },

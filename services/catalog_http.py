@@ -9,8 +9,6 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
-from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath, HeaderParameter, QueryParameter
 from litestar.types import ControllerRouterHandler
 
@@ -19,6 +17,7 @@ from onewindow.db import Connection
 from onewindow.errors import FieldError, Forbidden, NotFound, Unauthorized, ValidationFailed
 from onewindow.web import check_if_match, decode_cursor, etag, page
 from services import catalog, catalog_store
+from services.openapi import example, reply
 from workflows import api as workflows
 
 __all__ = ["CATALOG_CONTROLLERS"]
@@ -349,14 +348,6 @@ _BUNDLE_EXAMPLE = {
 }
 
 
-def _example(summary: str, value: Any) -> list[Example]:
-    return [Example(summary=summary, value=value)]
-
-
-def _reply(container: Any, summary: str, value: Any, description: str = "The reply") -> ResponseSpec:
-    return ResponseSpec(data_container=container, description=description, examples=_example(summary, value))
-
-
 # --- shaping -------------------------------------------------------------------------------------
 
 
@@ -522,7 +513,12 @@ class CatalogController(Controller):
         " descriptions and keywords; `department` is a unit code; `channel` one of online, app, counter."
         " Public. Administrators may add `include_inactive=true`.",
         responses={
-            200: _reply(ItemPage, "A page of items", {"items": [_SUMMARY_EXAMPLE], "next_cursor": None})
+            200: reply(
+                ItemPage,
+                "The reply",
+                example("A page of items", {"items": [_SUMMARY_EXAMPLE], "next_cursor": None}),
+                generate_examples=True,
+            )
         },
     )
     async def search_items(
@@ -568,15 +564,19 @@ class CatalogController(Controller):
         " document the item may ask for with the condition under which it does. Public. `ETag` is the"
         " version (send it as If-Match to edit).",
         responses={
-            200: _reply(
+            200: reply(
                 ItemDetail,
-                "An item",
-                {
-                    "item": _ITEM_EXAMPLE,
-                    "department": _DEPARTMENT_EXAMPLE,
-                    "form_schema": _FORM_EXAMPLE,
-                    "checklist": _CHECKLIST_EXAMPLE,
-                },
+                "The reply",
+                example(
+                    "An item",
+                    {
+                        "item": _ITEM_EXAMPLE,
+                        "department": _DEPARTMENT_EXAMPLE,
+                        "form_schema": _FORM_EXAMPLE,
+                        "checklist": _CHECKLIST_EXAMPLE,
+                    },
+                ),
+                generate_examples=True,
             )
         },
     )
@@ -592,10 +592,21 @@ class CatalogController(Controller):
         summary="Every published version of an item",
         description="Newest first, with when and why; administrators also see who published each. Public.",
         responses={
-            200: _reply(
+            200: reply(
                 list[VersionSummary],
-                "Versions",
-                [{"version": 2, "active": True, "changed_at": "2026-03-02T09:00:00+08:00", "note": "fee"}],
+                "The reply",
+                example(
+                    "Versions",
+                    [
+                        {
+                            "version": 2,
+                            "active": True,
+                            "changed_at": "2026-03-02T09:00:00+08:00",
+                            "note": "fee",
+                        }
+                    ],
+                ),
+                generate_examples=True,
             )
         },
     )
@@ -614,13 +625,21 @@ class CatalogController(Controller):
         summary="An item as published in one version",
         description="What an application made under that version is judged by. Public.",
         responses={
-            200: _reply(
+            200: reply(
                 ItemVersion,
-                "Version 2",
-                {
-                    "item": _ITEM_EXAMPLE,
-                    "published": {"version": 2, "active": True, "changed_at": "2026-03-02T09:00:00+08:00"},
-                },
+                "The reply",
+                example(
+                    "Version 2",
+                    {
+                        "item": _ITEM_EXAMPLE,
+                        "published": {
+                            "version": 2,
+                            "active": True,
+                            "changed_at": "2026-03-02T09:00:00+08:00",
+                        },
+                    },
+                ),
+                generate_examples=True,
             )
         },
     )
@@ -639,15 +658,19 @@ class CatalogController(Controller):
         summary="What changed between two versions of an item",
         description="Each top-level field that differs, with its old and new value. Public.",
         responses={
-            200: _reply(
+            200: reply(
                 Comparison,
-                "The fee changed",
-                {
-                    "code": "road-excavation-permit",
-                    "old_version": 1,
-                    "new_version": 2,
-                    "changes": [{"field": "fee_minor", "old": 100000, "new": 120000}],
-                },
+                "The reply",
+                example(
+                    "The fee changed",
+                    {
+                        "code": "road-excavation-permit",
+                        "old_version": 1,
+                        "new_version": 2,
+                        "changes": [{"field": "fee_minor", "old": 100000, "new": 120000}],
+                    },
+                ),
+                generate_examples=True,
             )
         },
     )
@@ -668,26 +691,30 @@ class CatalogController(Controller):
         description="Active bundles by code, `q` in names, descriptions and keywords. Public; administrators"
         " may add `include_inactive=true`.",
         responses={
-            200: _reply(
+            200: reply(
                 BundlePage,
-                "A page of bundles",
-                {
-                    "bundles": [
-                        {
-                            key: _BUNDLE_EXAMPLE[key]
-                            for key in (
-                                "code",
-                                "version",
-                                "name",
-                                "description",
-                                "items",
-                                "life_events",
-                                "active",
-                            )
-                        }
-                    ],
-                    "next_cursor": None,
-                },
+                "The reply",
+                example(
+                    "A page of bundles",
+                    {
+                        "bundles": [
+                            {
+                                key: _BUNDLE_EXAMPLE[key]
+                                for key in (
+                                    "code",
+                                    "version",
+                                    "name",
+                                    "description",
+                                    "items",
+                                    "life_events",
+                                    "active",
+                                )
+                            }
+                        ],
+                        "next_cursor": None,
+                    },
+                ),
+                generate_examples=True,
             )
         },
     )
@@ -737,19 +764,23 @@ class CatalogController(Controller):
         " document they may ask for merged by code, the longest promised time, the total fee, the"
         " channels all items share and the highest assurance any needs. Public.",
         responses={
-            200: _reply(
+            200: reply(
                 BundleDetail,
-                "A bundle",
-                {
-                    "bundle": _BUNDLE_EXAMPLE,
-                    "items": [_SUMMARY_EXAMPLE],
-                    "form_schema": _FORM_EXAMPLE,
-                    "checklist": _CHECKLIST_EXAMPLE,
-                    "promised_days": 10,
-                    "fee_minor": 0,
-                    "channels": ["online", "app", "counter"],
-                    "min_assurance": "substantial",
-                },
+                "The reply",
+                example(
+                    "A bundle",
+                    {
+                        "bundle": _BUNDLE_EXAMPLE,
+                        "items": [_SUMMARY_EXAMPLE],
+                        "form_schema": _FORM_EXAMPLE,
+                        "checklist": _CHECKLIST_EXAMPLE,
+                        "promised_days": 10,
+                        "fee_minor": 0,
+                        "channels": ["online", "app", "counter"],
+                        "min_assurance": "substantial",
+                    },
+                ),
+                generate_examples=True,
             )
         },
     )
@@ -765,10 +796,14 @@ class CatalogController(Controller):
         summary="Every published version of a bundle",
         description="Newest first; administrators also see who published each. Public.",
         responses={
-            200: _reply(
+            200: reply(
                 list[VersionSummary],
-                "Versions",
-                [{"version": 1, "active": True, "changed_at": "2026-03-02T09:00:00+08:00", "note": None}],
+                "The reply",
+                example(
+                    "Versions",
+                    [{"version": 1, "active": True, "changed_at": "2026-03-02T09:00:00+08:00", "note": None}],
+                ),
+                generate_examples=True,
             )
         },
     )
@@ -787,13 +822,21 @@ class CatalogController(Controller):
         summary="A bundle as published in one version",
         description="Public.",
         responses={
-            200: _reply(
+            200: reply(
                 BundleVersion,
-                "Version 1",
-                {
-                    "bundle": _BUNDLE_EXAMPLE,
-                    "published": {"version": 1, "active": True, "changed_at": "2026-03-02T09:00:00+08:00"},
-                },
+                "The reply",
+                example(
+                    "Version 1",
+                    {
+                        "bundle": _BUNDLE_EXAMPLE,
+                        "published": {
+                            "version": 1,
+                            "active": True,
+                            "changed_at": "2026-03-02T09:00:00+08:00",
+                        },
+                    },
+                ),
+                generate_examples=True,
             )
         },
     )
@@ -814,8 +857,11 @@ class CatalogController(Controller):
         summary="The life events the catalog is organised by",
         description="Each life event named by an active item or bundle, with how many of each. Public.",
         responses={
-            200: _reply(
-                list[LifeEvent], "Life events", [{"code": "open-restaurant", "items": 5, "bundles": 1}]
+            200: reply(
+                list[LifeEvent],
+                "The reply",
+                example("Life events", [{"code": "open-restaurant", "items": 5, "bundles": 1}]),
+                generate_examples=True,
             )
         },
     )
@@ -838,16 +884,19 @@ class CatalogController(Controller):
         " changed, the current one is returned and no version is added. Every problem is listed at once"
         " (400, pointers into the body). Deactivate with `active: false`. Administrators only.",
         responses={
-            200: _reply(
+            200: reply(
                 ItemDetail,
-                "Published",
-                {
-                    "item": _ITEM_EXAMPLE,
-                    "department": _DEPARTMENT_EXAMPLE,
-                    "form_schema": _FORM_EXAMPLE,
-                    "checklist": _CHECKLIST_EXAMPLE,
-                },
                 "The version published (201 when the item is new)",
+                example(
+                    "Published",
+                    {
+                        "item": _ITEM_EXAMPLE,
+                        "department": _DEPARTMENT_EXAMPLE,
+                        "form_schema": _FORM_EXAMPLE,
+                        "checklist": _CHECKLIST_EXAMPLE,
+                    },
+                ),
+                generate_examples=True,
             )
         },
     )
@@ -856,7 +905,7 @@ class CatalogController(Controller):
         request: Request[Any, Any, Any],
         conn: Connection,
         code: FromPath[str],
-        data: Annotated[ItemBody, Body(examples=_example("A business licence", _ITEM_BODY_EXAMPLE))],
+        data: Annotated[ItemBody, Body(examples=[example("A business licence", _ITEM_BODY_EXAMPLE)])],
         if_match: IfMatch = None,
         change_note: ChangeNote = None,
     ) -> Response[ItemDetail]:
@@ -887,8 +936,11 @@ class CatalogController(Controller):
         " form as the portal would render it. Administrators only.",
         status_code=200,
         responses={
-            200: _reply(
-                ItemValidation, "Valid", {"valid": True, "item": _ITEM_EXAMPLE, "form_schema": _FORM_EXAMPLE}
+            200: reply(
+                ItemValidation,
+                "The reply",
+                example("Valid", {"valid": True, "item": _ITEM_EXAMPLE, "form_schema": _FORM_EXAMPLE}),
+                generate_examples=True,
             )
         },
     )
@@ -897,7 +949,7 @@ class CatalogController(Controller):
         conn: Connection,
         data: Annotated[
             ItemDraft,
-            Body(examples=_example("An item to check", {"code": "business-licence", **_ITEM_BODY_EXAMPLE})),
+            Body(examples=[example("An item to check", {"code": "business-licence", **_ITEM_BODY_EXAMPLE})]),
         ],
     ) -> ItemValidation:
         item = data.item(data.code)
@@ -915,20 +967,23 @@ class CatalogController(Controller):
         " no change, no new version. The items must exist, be active, be at least two and distinct,"
         " share a channel and define their shared form fields the same way. Administrators only.",
         responses={
-            200: _reply(
+            200: reply(
                 BundleDetail,
-                "Published",
-                {
-                    "bundle": _BUNDLE_EXAMPLE,
-                    "items": [_SUMMARY_EXAMPLE],
-                    "form_schema": _FORM_EXAMPLE,
-                    "checklist": _CHECKLIST_EXAMPLE,
-                    "promised_days": 10,
-                    "fee_minor": 0,
-                    "channels": ["online", "app", "counter"],
-                    "min_assurance": "substantial",
-                },
                 "The version published (201 when the bundle is new)",
+                example(
+                    "Published",
+                    {
+                        "bundle": _BUNDLE_EXAMPLE,
+                        "items": [_SUMMARY_EXAMPLE],
+                        "form_schema": _FORM_EXAMPLE,
+                        "checklist": _CHECKLIST_EXAMPLE,
+                        "promised_days": 10,
+                        "fee_minor": 0,
+                        "channels": ["online", "app", "counter"],
+                        "min_assurance": "substantial",
+                    },
+                ),
+                generate_examples=True,
             )
         },
     )
@@ -937,7 +992,7 @@ class CatalogController(Controller):
         request: Request[Any, Any, Any],
         conn: Connection,
         code: FromPath[str],
-        data: Annotated[BundleBody, Body(examples=_example("Open a restaurant", _BUNDLE_BODY_EXAMPLE))],
+        data: Annotated[BundleBody, Body(examples=[example("Open a restaurant", _BUNDLE_BODY_EXAMPLE)])],
         if_match: IfMatch = None,
         change_note: ChangeNote = None,
     ) -> Response[BundleDetail]:
@@ -967,10 +1022,11 @@ class CatalogController(Controller):
         description="The same checks as publishing (400 listing every problem). Administrators only.",
         status_code=200,
         responses={
-            200: _reply(
+            200: reply(
                 BundleValidation,
-                "Valid",
-                {"valid": True, "bundle": _BUNDLE_EXAMPLE, "form_schema": _FORM_EXAMPLE},
+                "The reply",
+                example("Valid", {"valid": True, "bundle": _BUNDLE_EXAMPLE, "form_schema": _FORM_EXAMPLE}),
+                generate_examples=True,
             )
         },
     )
@@ -979,7 +1035,9 @@ class CatalogController(Controller):
         conn: Connection,
         data: Annotated[
             BundleDraft,
-            Body(examples=_example("A bundle to check", {"code": "open-restaurant", **_BUNDLE_BODY_EXAMPLE})),
+            Body(
+                examples=[example("A bundle to check", {"code": "open-restaurant", **_BUNDLE_BODY_EXAMPLE})]
+            ),
         ],
     ) -> BundleValidation:
         bundle = data.bundle(data.code)

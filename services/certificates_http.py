@@ -11,23 +11,20 @@ import msgspec
 import segno
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath, QueryParameter
 from litestar.types import ControllerRouterHandler
 
 from identity.api import current_principal, require_role, require_signed_in
 from onewindow.db import Connection
-from onewindow.problems import MEDIA_TYPE as PROBLEM
-from onewindow.problems import Problem
 from onewindow.settings import Settings
 from onewindow.web import decode_cursor, page
 from services import certificates
 from services import certificates_store as store
 from services.certificates import CertifiedItem, Status, Verification
+from services.openapi import Problems, example, reply
 from workflows import api as workflows
 
-__all__ = ["CERTIFICATE_CONTROLLERS", "problems"]
+__all__ = ["CERTIFICATE_CONTROLLERS"]
 
 PREFIX: Final = "/api/v1/certificates"
 
@@ -41,56 +38,12 @@ Cursor = Annotated[
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=r"\S")]
 Note = Annotated[str, msgspec.Meta(max_length=2000)]
 
-_PROBLEM_TEXT: Final = {
-    400: "The request is not valid (every offending field is listed)",
-    401: "Sign in first",
-    403: "Not allowed for this caller",
-    404: "No such certificate (or not one this caller may see)",
-    409: "The certificate is already revoked or handed over",
-    422: "Not allowed by the rules",
-}
-_SLUG: Final = {
-    400: "validation",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not-found",
-    409: "conflict",
-    422: "rule-violation",
-}
-
-
-def problems(*statuses: int, text: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
-    """OpenAPI replies for the problems a route can answer with (RFC 9457 problem+json)."""
-    texts = {**_PROBLEM_TEXT, **(text or {})}
-    return {
-        status: ResponseSpec(
-            data_container=Problem,
-            description=texts.get(status, "A problem"),
-            media_type=PROBLEM,
-            generate_examples=False,
-            examples=[
-                Example(
-                    summary=texts.get(status, "A problem"),
-                    value={
-                        "type": f"urn:onewindow:problem:{_SLUG.get(status, 'bad-request')}",
-                        "title": texts.get(status, "A problem"),
-                        "status": status,
-                        "detail": texts.get(status, "A problem") + ".",
-                    },
-                )
-            ],
-        )
-        for status in statuses
+problems: Final = Problems(
+    {
+        404: "No such certificate (or not one this caller may see)",
+        409: "The certificate is already revoked or handed over",
     }
-
-
-def reply(spec: type[Any], description: str, summary: str, value: Any) -> ResponseSpec:
-    return ResponseSpec(
-        data_container=spec,
-        description=description,
-        generate_examples=False,
-        examples=[Example(summary=summary, value=value)],
-    )
+)
 
 
 # --- bodies and replies --------------------------------------------------------------------------
@@ -253,20 +206,22 @@ class PublicCertificateController(Controller):
             200: reply(
                 dict,
                 "The JSON Web Key Set",
-                "One key",
-                {
-                    "keys": [
-                        {
-                            "kty": "EC",
-                            "crv": "P-256",
-                            "x": "SCjqt1M1F6NRwT4gdJUXmHc2sxq2K08wbbmO1Uhzyy0",
-                            "y": "SfbyllYXGOXluYG8NE_ZffvXYqpM2bjneltIELtILZk",
-                            "kid": "cert-20261009-3fa2c1d0",
-                            "alg": "ES256",
-                            "use": "sig",
-                        }
-                    ]
-                },
+                example(
+                    "One key",
+                    {
+                        "keys": [
+                            {
+                                "kty": "EC",
+                                "crv": "P-256",
+                                "x": "SCjqt1M1F6NRwT4gdJUXmHc2sxq2K08wbbmO1Uhzyy0",
+                                "y": "SfbyllYXGOXluYG8NE_ZffvXYqpM2bjneltIELtILZk",
+                                "kid": "cert-20261009-3fa2c1d0",
+                                "alg": "ES256",
+                                "use": "sig",
+                            }
+                        ]
+                    },
+                ),
             )
         },
     )
@@ -282,37 +237,34 @@ class PublicCertificateController(Controller):
         " is said then). Otherwise the status (revocation first, then expiry), the item, the validity and the"
         ' holder\'s name masked ("张*"): no other personal data. 404 for an unknown number.',
         responses={
-            200: ResponseSpec(
-                data_container=Verification,
-                description="The verification",
-                generate_examples=False,
-                examples=[
-                    Example(
-                        summary="Valid",
-                        value={
-                            "number": _NUMBER,
-                            "status": "valid",
-                            "item": _ITEM,
-                            "holder": "张*",
-                            "issued_at": "2026-10-09T02:15:00Z",
-                            "valid_until": "2031-10-08T02:15:00Z",
-                        },
-                    ),
-                    Example(
-                        summary="Revoked",
-                        value={
-                            "number": _NUMBER,
-                            "status": "revoked",
-                            "item": _ITEM,
-                            "holder": "张*",
-                            "issued_at": "2026-10-09T02:15:00Z",
-                            "valid_until": "2031-10-08T02:15:00Z",
-                            "revoked_at": "2027-03-01T06:00:00Z",
-                            "revoked_reason": "The business closed.",
-                        },
-                    ),
-                    Example(summary="Does not verify", value={"number": _NUMBER, "status": "invalid"}),
-                ],
+            200: reply(
+                Verification,
+                "The verification",
+                example(
+                    "Valid",
+                    {
+                        "number": _NUMBER,
+                        "status": "valid",
+                        "item": _ITEM,
+                        "holder": "张*",
+                        "issued_at": "2026-10-09T02:15:00Z",
+                        "valid_until": "2031-10-08T02:15:00Z",
+                    },
+                ),
+                example(
+                    "Revoked",
+                    {
+                        "number": _NUMBER,
+                        "status": "revoked",
+                        "item": _ITEM,
+                        "holder": "张*",
+                        "issued_at": "2026-10-09T02:15:00Z",
+                        "valid_until": "2031-10-08T02:15:00Z",
+                        "revoked_at": "2027-03-01T06:00:00Z",
+                        "revoked_reason": "The business closed.",
+                    },
+                ),
+                example("Does not verify", {"number": _NUMBER, "status": "invalid"}),
             ),
             **problems(404),
         },
@@ -341,23 +293,25 @@ class CertificateController(Controller):
             200: reply(
                 CertificatePage,
                 "A page of certificates",
-                "One certificate",
-                {
-                    "items": [
-                        {
-                            "number": _NUMBER,
-                            "status": "valid",
-                            "item": _ITEM,
-                            "application_number": "YC-2026-000123",
-                            "issued_at": "2026-10-09T02:15:00Z",
-                            "valid_until": "2031-10-08T02:15:00Z",
-                            "delivery": "online",
-                            "handed_over_at": None,
-                            "verification_url": _VERIFY_URL,
-                        }
-                    ],
-                    "next_cursor": None,
-                },
+                example(
+                    "One certificate",
+                    {
+                        "items": [
+                            {
+                                "number": _NUMBER,
+                                "status": "valid",
+                                "item": _ITEM,
+                                "application_number": "YC-2026-000123",
+                                "issued_at": "2026-10-09T02:15:00Z",
+                                "valid_until": "2031-10-08T02:15:00Z",
+                                "delivery": "online",
+                                "handed_over_at": None,
+                                "verification_url": _VERIFY_URL,
+                            }
+                        ],
+                        "next_cursor": None,
+                    },
+                ),
             ),
             **problems(400, 401),
         },
@@ -382,7 +336,9 @@ class CertificateController(Controller):
         " hand results out) and admins; 404 for anyone else. `jws` is the signed certificate (compact JWS,"
         " ES256; verify with the JWKS); `verification_url` is what its QR code encodes.",
         responses={
-            200: reply(CertificateReply, "The certificate", "A valid business licence", _CERTIFICATE_EXAMPLE),
+            200: reply(
+                CertificateReply, "The certificate", example("A valid business licence", _CERTIFICATE_EXAMPLE)
+            ),
             **problems(401, 404),
         },
     )
@@ -399,14 +355,11 @@ class CertificateController(Controller):
         description="For printing on the certificate. The same readers as the certificate itself.",
         media_type="image/svg+xml",
         responses={
-            200: ResponseSpec(
-                data_container=str,
-                description="An SVG image",
+            200: reply(
+                str,
+                "An SVG image",
+                example("The QR code", '<svg xmlns="http://www.w3.org/2000/svg" ...'),
                 media_type="image/svg+xml",
-                generate_examples=False,
-                examples=[
-                    Example(summary="The QR code", value='<svg xmlns="http://www.w3.org/2000/svg" ...')
-                ],
             ),
             **problems(401, 404),
         },
@@ -430,13 +383,15 @@ class CertificateController(Controller):
             200: reply(
                 CertificateReply,
                 "The certificate, revoked",
-                "Revoked",
-                {
-                    **_CERTIFICATE_EXAMPLE,
-                    "status": "revoked",
-                    "revoked_at": "2027-03-01T06:00:00Z",
-                    "revoked_reason": "The business closed.",
-                },
+                example(
+                    "Revoked",
+                    {
+                        **_CERTIFICATE_EXAMPLE,
+                        "status": "revoked",
+                        "revoked_at": "2027-03-01T06:00:00Z",
+                        "revoked_reason": "The business closed.",
+                    },
+                ),
             ),
             **problems(400, 401, 403, 404, 409, text={409: "The certificate is already revoked"}),
         },
@@ -448,7 +403,7 @@ class CertificateController(Controller):
         number: FromPath[Number],
         data: Annotated[
             RevokeRequest,
-            Body(examples=[Example(summary="The business closed", value={"reason": "The business closed."})]),
+            Body(examples=[example("The business closed", {"reason": "The business closed."})]),
         ],
     ) -> CertificateReply:
         now = workflows.now()
@@ -475,14 +430,16 @@ class CounterCertificateController(Controller):
             200: reply(
                 CertificateReply,
                 "The certificate, handed over",
-                "Handed over",
-                {
-                    **_CERTIFICATE_EXAMPLE,
-                    "delivery": "counter",
-                    "handed_over_at": "2026-10-10T03:00:00Z",
-                    "handed_over_by": "0d9e8f7a-1b2c-4d3e-8f4a-5b6c7d8e9f00",
-                    "handed_over_note": "Collected by the holder in person.",
-                },
+                example(
+                    "Handed over",
+                    {
+                        **_CERTIFICATE_EXAMPLE,
+                        "delivery": "counter",
+                        "handed_over_at": "2026-10-10T03:00:00Z",
+                        "handed_over_by": "0d9e8f7a-1b2c-4d3e-8f4a-5b6c7d8e9f00",
+                        "handed_over_note": "Collected by the holder in person.",
+                    },
+                ),
             ),
             **problems(400, 401, 403, 404, 409, text={409: "Already handed over, or revoked"}),
         },
@@ -494,13 +451,7 @@ class CounterCertificateController(Controller):
         number: FromPath[Number],
         data: Annotated[
             HandOverRequest,
-            Body(
-                examples=[
-                    Example(
-                        summary="The holder in person", value={"note": "Collected by the holder in person."}
-                    )
-                ]
-            ),
+            Body(examples=[example("The holder in person", {"note": "Collected by the holder in person."})]),
         ],
     ) -> CertificateReply:
         now = workflows.now()

@@ -10,8 +10,6 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath, HeaderParameter, QueryParameter
 from litestar.types import ControllerRouterHandler
 
@@ -26,6 +24,7 @@ from services.application_store import ApplicationRow
 from services.counter import MissingEntry, PendingEntry, Receipt, ReceiptItem
 from services.documents import ChecklistStatus
 from services.documents_http import problems
+from services.openapi import example, reply
 from workflows import api as workflows
 
 __all__ = ["COUNTER_CONTROLLERS"]
@@ -230,11 +229,10 @@ class CounterApplicationController(Controller):
         " the clerk sees at once what the citizen still has to give. Idempotency-Key required.",
         status_code=201,
         responses={
-            201: ResponseSpec(
-                data_container=CounterApplication,
-                description="The draft",
-                generate_examples=False,
-                examples=[Example(summary="A draft for a business licence", value=_APPLICATION_EXAMPLE)],
+            201: reply(
+                CounterApplication,
+                "The draft",
+                example("A draft for a business licence", _APPLICATION_EXAMPLE),
             ),
             **problems(400, 401, 403, 404, 422),
         },
@@ -248,17 +246,17 @@ class CounterApplicationController(Controller):
             NewCounterApplication,
             Body(
                 examples=[
-                    Example(
-                        summary="A business licence for a citizen",
-                        value={
+                    example(
+                        "A business licence for a citizen",
+                        {
                             "applicant": "3e0f4c1a-77b2-4d8e-9c51-0a2b6d9f8e13",
                             "item": "business-licence",
                             "form": {"company_name": "Riverside Noodles Ltd", "address": "12 River Road"},
                         },
                     ),
-                    Example(
-                        summary="Open a restaurant (a bundle)",
-                        value={
+                    example(
+                        "Open a restaurant (a bundle)",
+                        {
                             "applicant": "3e0f4c1a-77b2-4d8e-9c51-0a2b6d9f8e13",
                             "bundle": "open-restaurant",
                         },
@@ -308,32 +306,29 @@ class CounterApplicationController(Controller):
         " `returned`: returned at intake; `pending_documents`: accepted with documents still to come. Oldest"
         " first.",
         responses={
-            200: ResponseSpec(
-                data_container=QueuePage,
-                description="A page of the queue",
-                generate_examples=False,
-                examples=[
-                    Example(
-                        summary="One application with a document pending",
-                        value={
-                            "applications": [
-                                {
-                                    "id": _APP_ID,
-                                    "number": "YC-2026-000123",
-                                    "status": "in_review",
-                                    "channel": "counter",
-                                    "bundle": None,
-                                    "created_at": "2026-03-02T09:05:00+08:00",
-                                    "updated_at": "2026-03-02T09:15:00+08:00",
-                                    "documents_due_at": "2026-03-09T17:00:00+08:00",
-                                    "receipt_number": "YC-R-2026-000001",
-                                    "pending_documents": 1,
-                                }
-                            ],
-                            "next_cursor": None,
-                        },
-                    )
-                ],
+            200: reply(
+                QueuePage,
+                "A page of the queue",
+                example(
+                    "One application with a document pending",
+                    {
+                        "applications": [
+                            {
+                                "id": _APP_ID,
+                                "number": "YC-2026-000123",
+                                "status": "in_review",
+                                "channel": "counter",
+                                "bundle": None,
+                                "created_at": "2026-03-02T09:05:00+08:00",
+                                "updated_at": "2026-03-02T09:15:00+08:00",
+                                "documents_due_at": "2026-03-09T17:00:00+08:00",
+                                "receipt_number": "YC-R-2026-000001",
+                                "pending_documents": 1,
+                            }
+                        ],
+                        "next_cursor": None,
+                    },
+                ),
             ),
             **problems(400, 401, 403),
         },
@@ -378,11 +373,8 @@ class CounterApplicationController(Controller):
         operation_id="services_counter_application",
         summary="One application at the counter, with its form's problems and its checklist",
         responses={
-            200: ResponseSpec(
-                data_container=CounterApplication,
-                description="The application",
-                generate_examples=False,
-                examples=[Example(summary="A counter draft", value=_APPLICATION_EXAMPLE)],
+            200: reply(
+                CounterApplication, "The application", example("A counter draft", _APPLICATION_EXAMPLE)
             ),
             **problems(401, 403, 404),
         },
@@ -408,11 +400,8 @@ class CounterApplicationController(Controller):
         " receipt.",
         status_code=200,
         responses={
-            200: ResponseSpec(
-                data_container=Receipt,
-                description="The receipt",
-                generate_examples=False,
-                examples=[Example(summary="Accepted with the lease to follow", value=_RECEIPT_EXAMPLE)],
+            200: reply(
+                Receipt, "The receipt", example("Accepted with the lease to follow", _RECEIPT_EXAMPLE)
             ),
             **problems(400, 401, 403, 404, 409, 422),
         },
@@ -427,18 +416,18 @@ class CounterApplicationController(Controller):
             IntakeRequest,
             Body(
                 examples=[
-                    Example(summary="Accept", value={"decision": "accept"}),
-                    Example(
-                        summary="Accept with the lease to follow",
-                        value={
+                    example("Accept", {"decision": "accept"}),
+                    example(
+                        "Accept with the lease to follow",
+                        {
                             "decision": "accept_pending",
                             "pending": [{"code": "lease", "due": "2026-03-09T17:00:00+08:00"}],
                             "note": "Lease to be brought by the landlord next week.",
                         },
                     ),
-                    Example(
-                        summary="Return: the identity card copy is unreadable",
-                        value={
+                    example(
+                        "Return: the identity card copy is unreadable",
+                        {
                             "decision": "return",
                             "missing": [{"code": "id_card", "detail": "the copy is unreadable"}],
                         },

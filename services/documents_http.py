@@ -14,8 +14,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
-from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example, OpenAPIMediaType, OpenAPIType, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 from litestar.openapi.spec.operation import Operation
 from litestar.params import FromPath, QueryParameter
 from litestar.types import ControllerRouterHandler
@@ -23,13 +22,12 @@ from litestar.types import ControllerRouterHandler
 from identity.api import current_principal, require_signed_in
 from onewindow.db import Connection
 from onewindow.errors import FieldError, TooLarge, UnsupportedMediaType, ValidationFailed
-from onewindow.problems import MEDIA_TYPE as PROBLEM
-from onewindow.problems import Problem
 from onewindow.settings import Settings
 from onewindow.storage import DiskStore
 from onewindow.web import decode_cursor, page
 from services import documents, documents_store
 from services.documents import ChecklistStatus, DocumentRef
+from services.openapi import Problems, example, reply
 from workflows import api as workflows
 
 __all__ = ["DOCUMENT_CONTROLLERS", "document_store", "problems"]
@@ -46,54 +44,17 @@ Cursor = Annotated[
     str | None, QueryParameter(max_length=512, description="`next_cursor` of the previous page.")
 ]
 
-_PROBLEM_TEXT: Final = {
-    400: "The request is not valid (every offending field is listed)",
-    401: "Sign in first",
-    403: "Not allowed for this caller",
-    404: "No such application (or not one this caller may see), document or certificate",
-    409: "The application's documents can no longer change",
-    412: "The resource has changed",
-    413: "The file is larger than the entry or the city allows",
-    415: "The file's content is not a type the entry accepts",
-    422: "Not allowed by the rules (the checklist, the certificate's validity)",
-}
-
-
-def problems(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI replies for the problems a route can answer with (RFC 9457 problem+json)."""
-    return {
-        status: ResponseSpec(
-            data_container=Problem,
-            description=_PROBLEM_TEXT.get(status, "A problem"),
-            media_type=PROBLEM,
-            generate_examples=False,
-            examples=[
-                Example(
-                    summary=_PROBLEM_TEXT.get(status, "A problem"),
-                    value={
-                        "type": f"urn:onewindow:problem:{_SLUG.get(status, 'bad-request')}",
-                        "title": _PROBLEM_TEXT.get(status, "A problem"),
-                        "status": status,
-                        "detail": _PROBLEM_TEXT.get(status, "A problem") + ".",
-                    },
-                )
-            ],
-        )
-        for status in statuses
+# Also the counter's (services.counter_http).
+problems: Final = Problems(
+    {
+        404: "No such application (or not one this caller may see), document or certificate",
+        409: "The application's documents can no longer change",
+        412: "The resource has changed",
+        413: "The file is larger than the entry or the city allows",
+        415: "The file's content is not a type the entry accepts",
+        422: "Not allowed by the rules (the checklist, the certificate's validity)",
     }
-
-
-_SLUG: Final = {
-    400: "validation",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not-found",
-    409: "conflict",
-    412: "precondition-failed",
-    413: "too-large",
-    415: "unsupported-media-type",
-    422: "rule-violation",
-}
+)
 
 
 def document_store(settings: Settings) -> DiskStore:
@@ -182,9 +143,9 @@ class _UploadOperation(Operation):
                         },
                     ),
                     examples={
-                        "upload": Example(
-                            summary="A lease contract as PDF",
-                            value={"checklist_code": "lease", "file": "(the PDF's bytes)"},
+                        "upload": example(
+                            "A lease contract as PDF",
+                            {"checklist_code": "lease", "file": "(the PDF's bytes)"},
                         )
                     },
                 ),
@@ -199,16 +160,16 @@ class _UploadOperation(Operation):
                         },
                     ),
                     examples={
-                        "document": Example(
-                            summary="Reuse an identity card on file",
-                            value={
+                        "document": example(
+                            "Reuse an identity card on file",
+                            {
                                 "checklist_code": "id_card",
                                 "document_id": "0b5d3f8e-1f7a-4d0e-a1b8-6e9c2f41d2b7",
                             },
                         ),
-                        "certificate": Example(
-                            summary="Reuse a business licence issued by the city",
-                            value={
+                        "certificate": example(
+                            "Reuse a business licence issued by the city",
+                            {
                                 "checklist_code": "business_licence",
                                 "certificate_number": "YC-CERT-2026-000045",
                             },
@@ -244,22 +205,19 @@ class ApplicationDocumentController(Controller):
         " to be supplied later, with its due date), accepted or rejected. For the applicant, a clerk on a"
         " counter application, and officers and supervisors of a reviewing department; 404 for anyone else.",
         responses={
-            200: ResponseSpec(
-                data_container=ChecklistReply,
-                description="The checklist",
-                generate_examples=False,
-                examples=[
-                    Example(
-                        summary="One entry supplied, one pending",
-                        value={
-                            "application_id": "9a4e7b0c-3f1d-4c55-8b2e-1d6f0a7c9e21",
-                            "status": "in_review",
-                            "complete": True,
-                            "entries": [_ENTRY_EXAMPLE, _PENDING_EXAMPLE],
-                            "missing": [],
-                        },
-                    )
-                ],
+            200: reply(
+                ChecklistReply,
+                "The checklist",
+                example(
+                    "One entry supplied, one pending",
+                    {
+                        "application_id": "9a4e7b0c-3f1d-4c55-8b2e-1d6f0a7c9e21",
+                        "status": "in_review",
+                        "complete": True,
+                        "entries": [_ENTRY_EXAMPLE, _PENDING_EXAMPLE],
+                        "missing": [],
+                    },
+                ),
             ),
             **problems(401, 404),
         },
@@ -294,12 +252,7 @@ class ApplicationDocumentController(Controller):
         request_max_body_size=_MAX_UPLOAD_BODY,
         status_code=201,
         responses={
-            201: ResponseSpec(
-                data_container=ChecklistStatus,
-                description="The entry, supplied",
-                generate_examples=False,
-                examples=[Example(summary="A lease uploaded", value=_ENTRY_EXAMPLE)],
-            ),
+            201: reply(ChecklistStatus, "The entry, supplied", example("A lease uploaded", _ENTRY_EXAMPLE)),
             **problems(400, 401, 403, 404, 409, 413, 415, 422),
         },
     )
@@ -372,11 +325,10 @@ class ApplicationDocumentController(Controller):
         " the application; 404 for anyone else.",
         media_type="application/octet-stream",
         responses={
-            200: ResponseSpec(
-                data_container=bytes,
-                description="The file (application/pdf, image/jpeg, image/png, image/webp or image/heic)",
+            200: reply(
+                bytes,
+                "The file (application/pdf, image/jpeg, image/png, image/webp or image/heic)",
                 media_type="application/octet-stream",
-                generate_examples=False,
             ),
             **problems(401, 404),
         },
@@ -421,16 +373,12 @@ class MyDocumentsController(Controller):
         description="Newest first; `kind` filters by the checklist code a document was uploaded for. Reuse one"
         " by posting its id to an application's documents. Only the caller's own documents are listed.",
         responses={
-            200: ResponseSpec(
-                data_container=DocumentList,
-                description="A page of documents",
-                generate_examples=False,
-                examples=[
-                    Example(
-                        summary="One document on file",
-                        value={"documents": [_ENTRY_EXAMPLE["document"]], "next_cursor": None},
-                    )
-                ],
+            200: reply(
+                DocumentList,
+                "A page of documents",
+                example(
+                    "One document on file", {"documents": [_ENTRY_EXAMPLE["document"]], "next_cursor": None}
+                ),
             ),
             **problems(400, 401),
         },

@@ -12,7 +12,6 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
-from litestar.openapi.spec import Example
 from litestar.params import Body, FromPath, QueryParameter
 from litestar.types import ControllerRouterHandler
 
@@ -20,7 +19,7 @@ from identity.api import current_principal, require_signed_in
 from onewindow.db import Connection
 from onewindow.settings import Settings
 from services import ratings, stats
-from services.certificates_http import problems, reply
+from services.openapi import Problems, example, reply
 from services.ratings import RatingView
 from services.stats import Statistics
 from workflows import api as workflows
@@ -66,6 +65,9 @@ _RATING_EXAMPLE: Final = {
 }
 
 
+problems: Final = Problems()
+
+
 class RatingController(Controller):
     path = "/api/v1/applications/{application_id:uuid}/rating"
     tags = ["services: ratings"]  # noqa: RUF012 - litestar's declared type
@@ -82,7 +84,9 @@ class RatingController(Controller):
         status_code=201,
         responses={
             201: reply(
-                RatingView, "The rating, with the follow-ups it opened", "A poor rating", _RATING_EXAMPLE
+                RatingView,
+                "The rating, with the follow-ups it opened",
+                example("A poor rating", _RATING_EXAMPLE),
             ),
             **problems(
                 400,
@@ -102,11 +106,8 @@ class RatingController(Controller):
             RatingRequest,
             Body(
                 examples=[
-                    Example(summary="Very satisfied", value={"level": 5}),
-                    Example(
-                        summary="Dissatisfied",
-                        value={"level": 2, "comment": "It took three visits to the counter."},
-                    ),
+                    example("Very satisfied", {"level": 5}),
+                    example("Dissatisfied", {"level": 2, "comment": "It took three visits to the counter."}),
                 ]
             ),
         ],
@@ -129,7 +130,7 @@ class RatingController(Controller):
         " (404 for anyone else, and when it has not been rated). Staff also see each follow-up's latest note"
         " and its workflow instance.",
         responses={
-            200: reply(RatingView, "The rating", "A poor rating", _RATING_EXAMPLE),
+            200: reply(RatingView, "The rating", example("A poor rating", _RATING_EXAMPLE)),
             **problems(401, 404, text={404: "No such application, or not rated"}),
         },
     )
@@ -173,21 +174,23 @@ class StatisticsController(Controller):
             200: reply(
                 Statistics,
                 "The figures",
-                "One item of one department",
-                {
-                    "from": "2026-10-01",
-                    "to": "2026-10-31",
-                    "items": [
-                        {
-                            **_FIGURES,
-                            "item": "business-licence",
-                            "department": "market",
-                            "name_zh": "营业执照",
-                            "name_en": "Business licence",
-                        }
-                    ],
-                    "departments": [{**_FIGURES, "department": "market"}],
-                },
+                example(
+                    "One item of one department",
+                    {
+                        "from": "2026-10-01",
+                        "to": "2026-10-31",
+                        "items": [
+                            {
+                                **_FIGURES,
+                                "item": "business-licence",
+                                "department": "market",
+                                "name_zh": "营业执照",
+                                "name_en": "Business licence",
+                            }
+                        ],
+                        "departments": [{**_FIGURES, "department": "market"}],
+                    },
+                ),
             ),
             **problems(400, 401, 403),
         },
