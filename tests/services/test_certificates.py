@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,10 +42,23 @@ async def issue_for(
     )
 
 
+Issue = Callable[..., Awaitable[certificates.CertificateRow]]
+
+
+@pytest.fixture
+def issue(conn: Connection, settings: Settings, clock: Clock) -> Issue:
+    """`issue_for` with the test's connection, settings and clock: issue(holder, item=..., valid_days=...)."""
+
+    async def issue(holder: str, item: str = "t-business", **kw: Any) -> certificates.CertificateRow:
+        return await issue_for(conn, settings, clock, holder, item, **kw)
+
+    return issue
+
+
 async def test_issue_signs_a_certificate_that_verifies_against_the_published_keys(
-    conn: Connection, settings: Settings, clock: Clock, people: People
+    conn: Connection, settings: Settings, clock: Clock, people: People, issue: Issue
 ) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject)
+    row = await issue(people.citizen.subject)
 
     assert row.number == "YC-CERT-2026-000001"
     published = KeySet.import_key_set(await certificates.jwks(conn))  # type: ignore[arg-type]
@@ -63,10 +77,8 @@ async def test_issue_signs_a_certificate_that_verifies_against_the_published_key
     assert row.valid_until == clock() + timedelta(days=365 * 5)
 
 
-async def test_the_private_key_is_stored_encrypted(
-    conn: Connection, settings: Settings, clock: Clock, people: People
-) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject)
+async def test_the_private_key_is_stored_encrypted(conn: Connection, people: People, issue: Issue) -> None:
+    row = await issue(people.citizen.subject)
     stored: bytes = await conn.fetchval(
         "SELECT private_key FROM services.certificate_keys WHERE kid = $1", row.kid
     )
@@ -76,19 +88,17 @@ async def test_the_private_key_is_stored_encrypted(
 
 
 async def test_numbers_count_up_and_one_key_signs_them_all(
-    conn: Connection, settings: Settings, clock: Clock, people: People
+    conn: Connection, people: People, issue: Issue
 ) -> None:
-    first = await issue_for(conn, settings, clock, people.citizen.subject)
-    second = await issue_for(conn, settings, clock, people.other.subject, item="t-food")
+    first = await issue(people.citizen.subject)
+    second = await issue(people.other.subject, item="t-food")
     assert (first.number, second.number) == ("YC-CERT-2026-000001", "YC-CERT-2026-000002")
     assert first.kid == second.kid
     assert len((await certificates.jwks(conn))["keys"]) == 1
 
 
-async def test_a_certificate_without_validity_never_expires(
-    conn: Connection, settings: Settings, clock: Clock, people: People
-) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject, item="t-clinic")
+async def test_a_certificate_without_validity_never_expires(people: People, issue: Issue) -> None:
+    row = await issue(people.citizen.subject, item="t-clinic")
     assert row.valid_until is None
     assert certificates.claims_of(row).exp is None
 
@@ -118,11 +128,11 @@ async def test_issuing_again_for_the_same_item_returns_the_first_certificate(
 
 
 async def test_held_by_lists_a_holders_certificates_and_with_a_time_only_the_valid_ones(
-    conn: Connection, settings: Settings, clock: Clock, people: People
+    conn: Connection, clock: Clock, people: People, issue: Issue
 ) -> None:
-    short = await issue_for(conn, settings, clock, people.citizen.subject, valid_days=1)
-    long = await issue_for(conn, settings, clock, people.citizen.subject, item="t-food")
-    await issue_for(conn, settings, clock, people.other.subject, item="t-clinic")
+    short = await issue(people.citizen.subject, valid_days=1)
+    long = await issue(people.citizen.subject, item="t-food")
+    await issue(people.other.subject, item="t-clinic")
 
     held = await certificates.held_by(conn, people.citizen.subject)
     assert {row.number for row in held} == {short.number, long.number}
@@ -152,14 +162,9 @@ ADMIN = Actor(subject="admin-test", kind="person", roles=(RoleGrant(role="admin"
 
 
 async def test_the_jwks_is_public_and_verifies_a_certificate_read_by_its_holder(
-    http: httpx.AsyncClient,
-    conn: Connection,
-    settings: Settings,
-    clock: Clock,
-    people: People,
-    bearer: Bearer,
+    http: httpx.AsyncClient, people: People, bearer: Bearer, issue: Issue
 ) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject)
+    row = await issue(people.citizen.subject)
 
     keys = await http.get("/api/v1/certificates/jwks.json")
     mine = await http.get(f"/api/v1/certificates/{row.number}", headers=await bearer(people.citizen))
@@ -174,9 +179,9 @@ async def test_the_jwks_is_public_and_verifies_a_certificate_read_by_its_holder(
 
 
 async def test_verify_says_valid_with_a_masked_name_and_no_other_personal_data(
-    http: httpx.AsyncClient, conn: Connection, settings: Settings, clock: Clock, people: People
+    http: httpx.AsyncClient, clock: Clock, people: People, issue: Issue
 ) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject)
+    row = await issue(people.citizen.subject)
 
     reply = await http.get(f"/api/v1/certificates/{row.number}/verify")
 
@@ -194,9 +199,9 @@ async def test_verify_says_valid_with_a_masked_name_and_no_other_personal_data(
 
 
 async def test_verify_says_expired_once_the_validity_is_over(
-    http: httpx.AsyncClient, conn: Connection, settings: Settings, clock: Clock, people: People
+    http: httpx.AsyncClient, clock: Clock, people: People, issue: Issue
 ) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject, valid_days=30)
+    row = await issue(people.citizen.subject, valid_days=30)
     clock.advance(days=29, hours=23)
     before = await http.get(f"/api/v1/certificates/{row.number}/verify")
     clock.advance(hours=1)
@@ -205,14 +210,9 @@ async def test_verify_says_expired_once_the_validity_is_over(
 
 
 async def test_verify_says_revoked_with_the_reason(
-    http: httpx.AsyncClient,
-    conn: Connection,
-    settings: Settings,
-    clock: Clock,
-    people: People,
-    bearer: Bearer,
+    http: httpx.AsyncClient, people: People, bearer: Bearer, issue: Issue
 ) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject)
+    row = await issue(people.citizen.subject)
     revoked = await http.post(
         f"/api/v1/certificates/{row.number}/revoke",
         json={"reason": "The business closed."},
@@ -226,9 +226,9 @@ async def test_verify_says_revoked_with_the_reason(
 
 @pytest.mark.parametrize("part", ["payload", "signature", "header"])
 async def test_a_tampered_certificate_says_invalid(
-    http: httpx.AsyncClient, conn: Connection, settings: Settings, clock: Clock, people: People, part: str
+    http: httpx.AsyncClient, conn: Connection, people: People, part: str, issue: Issue
 ) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject, valid_days=1)
+    row = await issue(people.citizen.subject, valid_days=1)
     header, payload, signature = row.jws.split(".")
     if part == "payload":  # a longer validity, written into the row behind the application's back
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -257,9 +257,9 @@ async def test_a_tampered_certificate_says_invalid(
 
 
 async def test_a_certificate_signed_by_another_key_says_invalid(
-    http: httpx.AsyncClient, conn: Connection, settings: Settings, clock: Clock, people: People
+    http: httpx.AsyncClient, conn: Connection, people: People, issue: Issue
 ) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject)
+    row = await issue(people.citizen.subject)
     stranger = ECKey.generate_key("P-256", parameters={"kid": row.kid, "alg": "ES256"})
     claims = base64.urlsafe_b64decode(row.jws.split(".")[1] + "==")
     forged = jws.serialize_compact(
@@ -277,14 +277,9 @@ async def test_verify_of_an_unknown_number_is_a_404(http: httpx.AsyncClient) -> 
 
 
 async def test_who_may_read_a_certificate(
-    http: httpx.AsyncClient,
-    conn: Connection,
-    settings: Settings,
-    clock: Clock,
-    people: People,
-    bearer: Bearer,
+    http: httpx.AsyncClient, people: People, bearer: Bearer, issue: Issue
 ) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject)
+    row = await issue(people.citizen.subject)
     url = f"/api/v1/certificates/{row.number}"
     statuses = {
         who: (await http.get(url, headers=await bearer(actor))).status_code
@@ -312,18 +307,13 @@ async def test_who_may_read_a_certificate(
 
 
 async def test_my_certificates_page_newest_first(
-    http: httpx.AsyncClient,
-    conn: Connection,
-    settings: Settings,
-    clock: Clock,
-    people: People,
-    bearer: Bearer,
+    http: httpx.AsyncClient, clock: Clock, people: People, bearer: Bearer, issue: Issue
 ) -> None:
     numbers = []
     for item in ("t-business", "t-food", "t-clinic"):
-        numbers.append((await issue_for(conn, settings, clock, people.citizen.subject, item=item)).number)
+        numbers.append((await issue(people.citizen.subject, item=item)).number)
         clock.advance(minutes=1)
-    await issue_for(conn, settings, clock, people.other.subject)
+    await issue(people.other.subject)
     headers = await bearer(people.citizen)
 
     first = await http.get("/api/v1/certificates", params={"limit": 2}, headers=headers)
@@ -339,14 +329,9 @@ async def test_my_certificates_page_newest_first(
 
 
 async def test_the_qr_code_encodes_the_verification_url(
-    http: httpx.AsyncClient,
-    conn: Connection,
-    settings: Settings,
-    clock: Clock,
-    people: People,
-    bearer: Bearer,
+    http: httpx.AsyncClient, people: People, bearer: Bearer, issue: Issue
 ) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject)
+    row = await issue(people.citizen.subject)
     reply = await http.get(f"/api/v1/certificates/{row.number}/qr.svg", headers=await bearer(people.citizen))
     other = await http.get(f"/api/v1/certificates/{row.number}/qr.svg", headers=await bearer(people.other))
     assert reply.status_code == 200
@@ -355,15 +340,8 @@ async def test_the_qr_code_encodes_the_verification_url(
     assert other.status_code == 404
 
 
-async def test_who_may_revoke(
-    http: httpx.AsyncClient,
-    conn: Connection,
-    settings: Settings,
-    clock: Clock,
-    people: People,
-    bearer: Bearer,
-) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject)
+async def test_who_may_revoke(http: httpx.AsyncClient, people: People, bearer: Bearer, issue: Issue) -> None:
+    row = await issue(people.citizen.subject)
     url = f"/api/v1/certificates/{row.number}/revoke"
     refused = {
         who: (await http.post(url, json={"reason": "x"}, headers=await bearer(actor))).status_code
@@ -388,14 +366,9 @@ async def test_who_may_revoke(
 
 
 async def test_an_admin_may_revoke_and_unknown_numbers_are_404(
-    http: httpx.AsyncClient,
-    conn: Connection,
-    settings: Settings,
-    clock: Clock,
-    people: People,
-    bearer: Bearer,
+    http: httpx.AsyncClient, people: People, bearer: Bearer, issue: Issue
 ) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject)
+    row = await issue(people.citizen.subject)
     admin = await bearer(ADMIN)
     assert (
         await http.post(f"/api/v1/certificates/{row.number}/revoke", json={"reason": "x"}, headers=admin)
@@ -424,8 +397,9 @@ async def test_a_revocation_needs_a_reason(
     bearer: Bearer,
     body: dict[str, Any],
     pointer: str,
+    issue: Issue,
 ) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject)
+    row = await issue(people.citizen.subject)
     reply = await http.post(
         f"/api/v1/certificates/{row.number}/revoke",
         json=body,
@@ -437,14 +411,9 @@ async def test_a_revocation_needs_a_reason(
 
 
 async def test_a_clerk_records_the_hand_over_once(
-    http: httpx.AsyncClient,
-    conn: Connection,
-    settings: Settings,
-    clock: Clock,
-    people: People,
-    bearer: Bearer,
+    http: httpx.AsyncClient, clock: Clock, people: People, bearer: Bearer, issue: Issue
 ) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject)
+    row = await issue(people.citizen.subject)
     url = f"/api/v1/counter/certificates/{row.number}/hand-over"
     clerk = await bearer(people.clerk)
 
@@ -467,14 +436,9 @@ async def test_a_clerk_records_the_hand_over_once(
 
 
 async def test_a_revoked_certificate_is_not_handed_over(
-    http: httpx.AsyncClient,
-    conn: Connection,
-    settings: Settings,
-    clock: Clock,
-    people: People,
-    bearer: Bearer,
+    http: httpx.AsyncClient, people: People, bearer: Bearer, issue: Issue
 ) -> None:
-    row = await issue_for(conn, settings, clock, people.citizen.subject)
+    row = await issue(people.citizen.subject)
     await http.post(
         f"/api/v1/certificates/{row.number}/revoke",
         json={"reason": "x"},
