@@ -34,6 +34,7 @@ from identity.api import ROLES
 from onewindow.errors import FieldError, ValidationFailed
 from workflows.calendar import infer_clock, parse_duration
 from workflows.model import (
+    SYSTEM_ONLY,
     Action,
     AutoAction,
     Case,
@@ -768,11 +769,17 @@ class _Checker:
         roles: tuple[str, ...] | None = ()
         if "roles" in fields:
             if on_wait:
-                self.problems.at(
-                    fields["roles"],
-                    "a wait state is acted on by the applicant or the system only; 'roles' does not apply",
-                )
-                roles = None
+                # The applicant and the system act on a wait state; `[system]` keeps the applicant
+                # out (a payment's confirmation, a timer's lapse), no other roles apply there.
+                if _data(fields["roles"]) == ["system"]:
+                    roles = (SYSTEM_ONLY,)
+                else:
+                    self.problems.at(
+                        fields["roles"],
+                        "a wait state is acted on by the applicant and the system; its actions take no"
+                        " 'roles' but [system] (the system only)",
+                    )
+                    roles = None
             else:
                 roles = self.words(fields["roles"], "roles", self.role)
         if "when" in fields:

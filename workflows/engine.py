@@ -32,6 +32,7 @@ from workflows.calendar import WorkCalendar, infer_clock, parse_duration, parse_
 from workflows.definitions import parse
 from workflows.events import DeadlineBreached, DeadlineWarned, InstanceEnded, TaskAssigned, TaskCompleted
 from workflows.model import (
+    SYSTEM_ONLY,
     Action,
     AutoAction,
     Clock,
@@ -570,6 +571,8 @@ class _Step:
         if self.actor.kind == "system":
             return None, None
         if task.kind == "wait" or (task.role == "citizen" and task.unit_path is None):
+            if SYSTEM_ONLY in spec.roles:
+                raise Forbidden("Only the system takes this step (a confirmation, a time limit).")
             if task.assignee is not None and task.assignee in await self.people():
                 return "applicant", None
             raise Forbidden("Only the applicant can act on this step.")

@@ -60,13 +60,17 @@ class Deadline(msgspec.Struct, frozen=True, kw_only=True):
     on_breach: tuple[Escalation, ...] = ()
 
 
+# `roles` of a wait state's action that only the system may take (not the applicant).
+SYSTEM_ONLY = "system"
+
+
 class Action(msgspec.Struct, frozen=True, kw_only=True):
     """An action on a task or wait state.
 
     `target` is another state of the same branch, or the enclosing parallel state: then the
     branch finishes with `outcome` ("approved" or "rejected"). On a task state the task's
     current role may always take it and `roles` lets others too; on a wait state the applicant
-    and the system may.
+    and the system may, or the system alone when `roles` is `(SYSTEM_ONLY,)`.
     `require` lists "comment", "attachments" or "data.<key>"; `when` is a JSON Logic condition
     over {"subject": ..., "vars": ..., "data": ...}.
     """

@@ -763,7 +763,7 @@ CASES = [
         doc(WAIT.replace("resubmit: {target: a}", "resubmit: {target: a, roles: [clerk]}")),
         "/states/w/actions/resubmit/roles",
         "roles",
-        "applicant or the system",
+        "applicant and the system",
     ),
     (
         task_with("{target: done}", "{target: done, require: [comments]}"),

@@ -232,6 +232,27 @@ async def test_only_the_applicant_acts_on_a_wait_step(conn: Connection, wf: engi
     assert done.instance.outcome == "withdrawn"
 
 
+async def test_a_wait_action_kept_for_the_system_refuses_the_applicant(
+    conn: Connection, wf: engine.Runtime
+) -> None:
+    await upload(
+        conn,
+        PERMIT.replace("withdraw: {target: withdrawn}", "withdraw: {target: withdrawn, roles: [system]}"),
+    )
+    started = await start(conn, "permit")
+    await engine.act(
+        conn, (await open_task(conn, started.id)).id, action="return", actor=officer(), comment="x"
+    )
+    wait = await open_task(conn, started.id)
+    view = await engine.task(conn, wait.id, applicant())
+    assert {a.name: a.roles for a in view.actions} == {"resubmit": ("applicant",), "withdraw": ("system",)}
+    with pytest.raises(Forbidden):
+        await engine.act(conn, wait.id, action="withdraw", actor=applicant())
+    assert (await open_task(conn, started.id)).id == wait.id  # nothing happened
+    done = await engine.act(conn, wait.id, action="withdraw", actor=Actor.system("timer"))
+    assert done.instance.outcome == "withdrawn"
+
+
 # --- refusals ------------------------------------------------------------------------------------
 
 
