@@ -384,6 +384,22 @@ async def decide_item(
     return _item(record)
 
 
+async def withdraw_pending_item(
+    conn: Connection, item_id: UUID, *, at: datetime, by: str
+) -> ApplicationItemRow | None:
+    """An item not yet in review (no workflow instance) ends withdrawn; None when it is no longer
+    `pending` (a submission started its review meanwhile): nothing is changed then."""
+    record = await conn.fetchrow(
+        "UPDATE services.application_items SET status = 'withdrawn', decided_at = $2, decided_by = $3,"
+        " reason = NULL, working_days = NULL, on_time = NULL WHERE id = $1 AND status = 'pending'"
+        f" RETURNING {_ITEM}",
+        item_id,
+        at,
+        by,
+    )
+    return _item(record) if record else None
+
+
 # --- payments ------------------------------------------------------------------------------------
 
 

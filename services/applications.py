@@ -84,6 +84,8 @@ CORRECTION_DAYS = 30
 EDITABLE = ("draft", "returned", "needs_correction")
 SUBMITTABLE = ("draft", "submitted", "returned")
 WITHDRAWABLE = (*store.UNDECIDED, "draft", "returned")
+# Statuses of an application whose items have no workflow instance yet (not sent to the departments).
+NOT_WITH_DEPARTMENTS = ("draft", "submitted", "returned")
 # Outcomes of an item's instance besides approved/rejected: the applicant withdrew (through
 # `workflows.api.cancel`), or a correction was not made in time (the definitions' `lapsed`).
 WITHDRAWN = "withdrawn"
@@ -471,32 +473,44 @@ async def withdraw(
     """The applicant takes the application back before it is decided: each item still under
     review ends with the outcome `withdrawn` (the engine closes its tasks and records why).
 
-    Locks are taken in the engine's order (an item's instance, then the application), as a
-    department's step takes them: the instances are cancelled first (their `ended` hook marks
-    the item and leaves the application alone), the application is locked last. A department
-    that decided an item meanwhile makes the cancellation a 409, and nothing is withdrawn."""
+    An application not yet with the departments (draft, waiting for intake, returned) has no
+    workflow instance: its row is locked first and its status read again under the lock, so a
+    submission or a counter intake running meanwhile either finishes first (then the withdrawal
+    is a 409: the application changed, withdraw it again) or waits and finds it withdrawn. Its
+    pending items are withdrawn only while still pending (else 409, nothing written).
+
+    An application in review: locks are taken in the engine's order (an item's instance, then
+    the application), as a department's step takes them: the instances are cancelled first
+    (their `ended` hook marks the item and leaves the application alone), the application is
+    locked last. A department that decided an item meanwhile makes the cancellation a 409, and
+    nothing is withdrawn."""
     app = await store.application(conn, app_id)
     if app is None or app.applicant != actor.subject:
         raise NotFound("No such application.")
     if app.status not in WITHDRAWABLE:
         raise Conflict(f"The application is {app.status}: it can no longer be withdrawn.")
+    if app.status in NOT_WITH_DEPARTMENTS:
+        locked = await store.application(conn, app_id, lock=True)
+        if locked is None or locked.status not in NOT_WITH_DEPARTMENTS:
+            # Submitted or taken in meanwhile: its instances would now have to be locked after the
+            # application, against the engine's order. The applicant withdraws it again.
+            raise Conflict(
+                "The application changed meanwhile (it was sent on): read it and withdraw it again."
+            )
+        for row in await store.items_of(conn, app.id):
+            if row.status in store.ENDED_ITEM:
+                continue
+            if await store.withdraw_pending_item(conn, row.id, at=now, by=actor.subject) is None:
+                raise Conflict("The application changed meanwhile: read it and withdraw it again.")
+        return await store.mark_withdrawn(conn, app.id, reason=reason, now=now)
     for row in await store.items_of(conn, app.id):
         if row.status in store.ENDED_ITEM:
             continue
         instance = await workflows.instance_for_subject(conn, KIND, str(row.id))
         if instance is not None:
             await workflows.cancel(conn, instance.id, actor=actor, outcome=WITHDRAWN, reason=reason)
-        else:
-            await store.decide_item(
-                conn,
-                row.id,
-                status="withdrawn",
-                at=now,
-                by=actor.subject,
-                reason=None,
-                working_days=None,
-                on_time=None,
-            )
+        elif await store.withdraw_pending_item(conn, row.id, at=now, by=actor.subject) is None:
+            raise Conflict("The application changed meanwhile: read it and withdraw it again.")
     locked = await store.application(conn, app_id, lock=True)
     if locked is None or locked.status not in WITHDRAWABLE:
         raise Conflict("The application changed meanwhile: it can no longer be withdrawn.")

@@ -147,6 +147,17 @@ async def test_a_draft_is_withdrawn_without_a_workflow(
         await applications.submit(conn, app.id, actor=people.citizen, acr=SUBSTANTIAL, now=clock())
 
 
+async def test_only_a_pending_item_is_withdrawn_without_a_workflow(
+    conn: Connection, people: People, clock: Clock
+) -> None:
+    """The no-instance withdrawal never overwrites an item a submission put in review."""
+    app_id = await submitted_fire(conn, people, clock)
+    (item,) = await application_store.items_of(conn, app_id)
+    assert await application_store.withdraw_pending_item(conn, item.id, at=clock(), by="x") is None
+    (still,) = await application_store.items_of(conn, app_id)
+    assert still.status == "in_review"
+
+
 async def test_pending_documents_are_allowed_only_where_the_item_allows(
     conn: Connection, people: People, clock: Clock, tmp_path: Path
 ) -> None:
