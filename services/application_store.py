@@ -37,6 +37,11 @@ UNDECIDED: tuple[str, ...] = ("submitted", "in_review", "needs_correction", "awa
 ENDED_ITEM: tuple[str, ...] = ("approved", "rejected", "withdrawn")
 
 
+# An application in these statuses has not been sent to the departments: its items have no
+# workflow instance, and the departments' staff see nothing of it.
+NOT_WITH_DEPARTMENTS: tuple[str, ...] = ("draft", "submitted", "returned")
+
+
 class ApplicationRow(msgspec.Struct, frozen=True, kw_only=True):
     """One row of services.applications."""
 
@@ -112,6 +117,12 @@ _ITEM = (
 _PAYMENT = (
     "id, application_item_id, amount_minor, currency, provider, reference, status, created_at, confirmed_at"
 )
+
+
+def sent_to_departments(app: ApplicationRow) -> bool:
+    """Whether the application was ever sent to its departments (submitted for review, or taken in
+    at the counter): only then do their officers and supervisors see it."""
+    return app.submitted_at is not None and app.status not in NOT_WITH_DEPARTMENTS
 
 
 def _application(record: Any) -> ApplicationRow:

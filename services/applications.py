@@ -84,8 +84,7 @@ CORRECTION_DAYS = 30
 EDITABLE = ("draft", "returned", "needs_correction")
 SUBMITTABLE = ("draft", "submitted", "returned")
 WITHDRAWABLE = (*store.UNDECIDED, "draft", "returned")
-# Statuses of an application whose items have no workflow instance yet (not sent to the departments).
-NOT_WITH_DEPARTMENTS = ("draft", "submitted", "returned")
+NOT_WITH_DEPARTMENTS = store.NOT_WITH_DEPARTMENTS
 # Outcomes of an item's instance besides approved/rejected: the applicant withdrew (through
 # `workflows.api.cancel`), or a correction was not made in time (the definitions' `lapsed`).
 WITHDRAWN = "withdrawn"
@@ -678,17 +677,21 @@ def may_see(
     items: Sequence[ApplicationItemRow],
     paths: Mapping[str, str] | None = None,
 ) -> bool:
-    """The applicant; a clerk (the counter sees whole applications); an admin; an officer or a
+    """The applicant; a clerk (the counter sees whole applications); an admin; once it was sent to
+    the departments (not a draft, nor one waiting at or returned by the counter), an officer or a
     supervisor of a department one of its items is with (`paths`: department code -> unit path)."""
     if principal.subject == app.applicant or principal.has_role("clerk") or principal.has_role("admin"):
         return True
-    return bool(visible_departments(principal, items, paths or {}))
+    return bool(visible_departments(principal, app, items, paths or {}))
 
 
 def visible_departments(
-    principal: Principal, items: Sequence[ApplicationItemRow], paths: Mapping[str, str]
+    principal: Principal, app: ApplicationRow, items: Sequence[ApplicationItemRow], paths: Mapping[str, str]
 ) -> set[str]:
-    """The departments of `items` whose parts the principal reviews (officer or supervisor there)."""
+    """The departments of `items` whose parts the principal reviews (officer or supervisor there);
+    none before the application was sent to the departments."""
+    if not store.sent_to_departments(app):
+        return set()
     return {row.department for row in items if reviewers.reviews_for(principal, paths.get(row.department))}
 
 
@@ -869,7 +872,7 @@ async def view(conn: Connection, principal: Principal, app_id: UUID) -> Applicat
     applicant = principal.subject == app.applicant
     whole = applicant or principal.has_role("clerk") or principal.has_role("admin")
     staff = not applicant
-    departments = visible_departments(principal, rows, paths)
+    departments = visible_departments(principal, app, rows, paths)
     shown = list(rows) if whole else [row for row in rows if row.department in departments]
     pinned = {i.code: i for i in await catalog_items(conn, app)}
     corrections: list[Any] = [m for m in app.missing if isinstance(m, dict)]

@@ -42,6 +42,7 @@ from services.documents_store import AttachmentRow, DocumentRow
 __all__ = [
     "ChecklistStatus",
     "DocumentRef",
+    "Grant",
     "attach",
     "checklist_status",
     "mark_pending",
@@ -187,28 +188,41 @@ async def upload(
 # --- who may see and change an application's documents ------------------------------------------
 
 
-async def access(conn: Connection, principal: Principal, app: ApplicationRow) -> Access | None:
+class Grant(msgspec.Struct, frozen=True, kw_only=True):
+    """What a principal may do with an application's documents: `write` (and read everything),
+    or `read` the entries of `items` (item codes; None: every entry)."""
+
+    access: Access
+    items: frozenset[str] | None = None
+
+    def reads(self, entry: catalog.Requirement) -> bool:
+        return self.items is None or bool(self.items & set(entry.items))
+
+
+async def access(conn: Connection, principal: Principal, app: ApplicationRow) -> Grant | None:
     """`write` for the applicant and, on a counter application (made at the counter, waiting
-    for its intake, or taken in there), a clerk; `read` for officers and supervisors of a
-    department that reviews an item of it; None for everyone else (who must not learn that the
-    application exists)."""
+    for its intake, or taken in there), a clerk; once the application was sent to the
+    departments, `read` for officers and supervisors of a department that reviews an item of
+    it, limited to the checklist entries those items ask for; None for everyone else (who must
+    not learn that the application exists)."""
     if principal.subject == app.applicant:
-        return "write"
+        return Grant(access="write")
     at_counter = app.channel == "counter" or app.status == "submitted" or app.intake_by is not None
     if at_counter and principal.has_role("clerk"):
-        return "write"
-    if await reviewers.reviews_for_any(conn, principal, await departments_of(conn, app.id)):
-        return "read"
-    return None
-
-
-async def departments_of(conn: Connection, application_id: UUID) -> list[str]:
-    return sorted({row.department for row in await application_store.items_of(conn, application_id)})
+        return Grant(access="write")
+    if not application_store.sent_to_departments(app):
+        return None
+    rows = await application_store.items_of(conn, app.id)
+    paths = await reviewers.department_paths(conn, (row.department for row in rows))
+    reviewed = frozenset(
+        row.item_code for row in rows if reviewers.reviews_for(principal, paths.get(row.department))
+    )
+    return Grant(access="read", items=reviewed) if reviewed else None
 
 
 async def visible_application(
     conn: Connection, principal: Principal, application_id: UUID
-) -> tuple[ApplicationRow, Access]:
+) -> tuple[ApplicationRow, Grant]:
     """The application and what the principal may do with its documents; 404 if nothing."""
     app = await application_store.application(conn, application_id)
     granted = None if app is None else await access(conn, principal, app)
@@ -221,7 +235,7 @@ async def writable_application(
     conn: Connection, principal: Principal, application_id: UUID
 ) -> ApplicationRow:
     app, granted = await visible_application(conn, principal, application_id)
-    if granted != "write":
+    if granted.access != "write":
         raise Forbidden("Only the applicant (or, for a counter application, a clerk) supplies its documents.")
     return app
 

@@ -21,7 +21,7 @@ from litestar.types import ControllerRouterHandler
 
 from identity.api import current_principal, require_signed_in
 from onewindow.db import Connection
-from onewindow.errors import FieldError, TooLarge, UnsupportedMediaType, ValidationFailed
+from onewindow.errors import FieldError, NotFound, TooLarge, UnsupportedMediaType, ValidationFailed
 from onewindow.settings import Settings
 from onewindow.storage import DiskStore
 from onewindow.web import decode_cursor, page
@@ -225,8 +225,9 @@ class ApplicationDocumentController(Controller):
     async def checklist(
         self, request: Request[Any, Any, Any], conn: Connection, application_id: FromPath[UUID]
     ) -> ChecklistReply:
-        app, _ = await documents.visible_application(conn, current_principal(request), application_id)
-        requirements = await documents.requirements_of(conn, app)
+        app, granted = await documents.visible_application(conn, current_principal(request), application_id)
+        # A department's staff see the entries their items ask for, and what is missing of those.
+        requirements = [entry for entry in await documents.requirements_of(conn, app) if granted.reads(entry)]
         missing = await documents.missing(conn, app.id, requirements)
         return ChecklistReply(
             application_id=app.id,
@@ -341,7 +342,12 @@ class ApplicationDocumentController(Controller):
         application_id: FromPath[UUID],
         code: FromPath[str],
     ) -> Response[bytes]:
-        app, _ = await documents.visible_application(conn, current_principal(request), application_id)
+        app, granted = await documents.visible_application(conn, current_principal(request), application_id)
+        if granted.items is not None and not any(
+            entry.code == code and granted.reads(entry)
+            for entry in await documents.requirements_of(conn, app)
+        ):
+            raise NotFound("No document has been supplied for this entry.")
         row, content = await documents.content_of(conn, document_store(settings), app, code)
         return Response(
             content,

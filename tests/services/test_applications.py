@@ -638,9 +638,12 @@ async def test_who_may_see_an_application(
 ) -> None:
     me = await bearer(people.citizen)
     made = await draft(http, me, item="t-business", form=BUSINESS_FORM)
+    url = f"/api/v1/applications/{made['id']}"
+    # A draft is the applicant's alone: the department sees nothing before it is submitted.
+    assert (await http.get(url, headers=await bearer(people.officers["market"]))).status_code == 404
+    assert (await http.get(url, headers=await bearer(people.supervisors["market"]))).status_code == 404
     await supply(conn, tmp_path, made["id"], people.citizen.subject, "id_card", "lease", at=clock())
     assert (await submit(http, me, made["id"])).status_code == 200
-    url = f"/api/v1/applications/{made['id']}"
     assert (await http.get(url, headers=await bearer(people.other))).status_code == 404
     assert (await http.get(url, headers=await bearer(people.officers["fire"]))).status_code == 404
     assert (await http.get(url, headers=await bearer(people.supervisors["fire"]))).status_code == 404

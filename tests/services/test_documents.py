@@ -265,12 +265,25 @@ async def test_signed_out_is_401(
     assert (await http.get("/api/v1/documents")).status_code == 401
 
 
+async def _sent_to_departments(conn: Connection, app_id: UUID, clock: Clock) -> None:
+    """As a submission leaves it (its workflows play no part in who reads the documents)."""
+    await conn.execute(
+        "UPDATE services.applications SET status = 'in_review', submitted_at = $2 WHERE id = $1",
+        app_id,
+        clock(),
+    )
+
+
 async def test_the_reviewing_department_reads_but_cannot_upload_and_others_see_nothing(
     conn: Connection, http: httpx.AsyncClient, people: People, bearer: Bearer, clock: Clock
 ) -> None:
     app_id = await _business_draft(conn, people, clock)
     await http.post(URL.format(app_id), headers=await bearer(people.citizen), **_upload("lease", PDF))
     market = await bearer(people.officers["market"])
+    # Before it is submitted, the application is the applicant's alone.
+    assert (await http.get(URL.format(app_id), headers=market)).status_code == 404
+    assert (await http.get(f"{URL.format(app_id)}/lease/content", headers=market)).status_code == 404
+    await _sent_to_departments(conn, app_id, clock)
     assert (await http.post(URL.format(app_id), headers=market, **_upload("lease", PDF))).status_code == 403
     assert (await http.get(URL.format(app_id), headers=market)).status_code == 200
     download = await http.get(f"{URL.format(app_id)}/lease/content", headers=market)
@@ -281,6 +294,59 @@ async def test_the_reviewing_department_reads_but_cannot_upload_and_others_see_n
     fire = await bearer(people.officers["fire"])
     assert (await http.get(URL.format(app_id), headers=fire)).status_code == 404
     assert (await http.get(f"{URL.format(app_id)}/lease/content", headers=fire)).status_code == 404
+
+
+@pytest.mark.parametrize("status", ["draft", "submitted", "returned"])
+async def test_a_department_sees_nothing_of_an_application_not_sent_to_it(
+    conn: Connection, http: httpx.AsyncClient, people: People, bearer: Bearer, clock: Clock, status: str
+) -> None:
+    app_id = await _business_draft(conn, people, clock)
+    await http.post(URL.format(app_id), headers=await bearer(people.citizen), **_upload("lease", PDF))
+    await set_status(conn, app_id, status)
+    for reader in (people.officers["market"], people.supervisors["market"]):
+        headers = await bearer(reader)
+        assert (await http.get(URL.format(app_id), headers=headers)).status_code == 404
+        assert (await http.get(f"{URL.format(app_id)}/lease/content", headers=headers)).status_code == 404
+        assert (await http.get(f"/api/v1/applications/{app_id}", headers=headers)).status_code == 404
+
+
+async def test_a_department_of_a_bundle_reads_only_the_entries_its_items_ask_for(
+    conn: Connection, http: httpx.AsyncClient, people: People, bearer: Bearer, clock: Clock
+) -> None:
+    app_id = await make_draft(
+        conn,
+        applicant=people.citizen.subject,
+        items=["t-business", "t-food", "t-fire", "t-signage"],
+        form={**food_form(80), "sign_text": "Noodles"},
+        at=clock(),
+        bundle="t-restaurant",
+    )
+    me = await bearer(people.citizen)
+    for code in ("lease", "floor_plan"):
+        assert (await http.post(URL.format(app_id), headers=me, **_upload(code, PDF))).status_code == 201
+    await _sent_to_departments(conn, app_id, clock)
+
+    market = await bearer(people.officers["market"])  # t-business: id_card, lease
+    checklist = (await http.get(URL.format(app_id), headers=market)).json()
+    assert [e["code"] for e in checklist["entries"]] == ["id_card", "lease"]
+    assert [m["pointer"] for m in checklist["missing"]] == ["/documents/id_card"]
+    assert (await http.get(f"{URL.format(app_id)}/lease/content", headers=market)).status_code == 200
+    assert (await http.get(f"{URL.format(app_id)}/floor_plan/content", headers=market)).status_code == 404
+
+    fire = await bearer(people.supervisors["fire"])  # t-fire: floor_plan
+    checklist = (await http.get(URL.format(app_id), headers=fire)).json()
+    assert [e["code"] for e in checklist["entries"]] == ["floor_plan"]
+    assert (await http.get(f"{URL.format(app_id)}/floor_plan/content", headers=fire)).status_code == 200
+    assert (await http.get(f"{URL.format(app_id)}/lease/content", headers=fire)).status_code == 404
+
+    urban = await bearer(people.officers["urban"])  # t-signage asks for no document
+    assert (await http.get(URL.format(app_id), headers=urban)).json()["entries"] == []
+    assert (await http.get(f"{URL.format(app_id)}/lease/content", headers=urban)).status_code == 404
+
+    # The applicant still reads everything.
+    whole = (await http.get(URL.format(app_id), headers=me)).json()
+    assert {e["code"] for e in whole["entries"]} == {"id_card", "lease", "floor_plan", "business_licence"}
+    assert (await http.get(f"{URL.format(app_id)}/floor_plan/content", headers=me)).status_code == 200
 
 
 async def test_a_clerk_supplies_for_a_counter_application_but_not_for_an_online_draft(
