@@ -9,7 +9,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
-from litestar.params import Body, FromPath, HeaderParameter, QueryParameter
+from litestar.params import Body, FromPath, HeaderParameter, PathParameter, QueryParameter
 from litestar.types import ControllerRouterHandler
 
 from identity.api import authenticate, current_principal, require_role, unit_name
@@ -25,6 +25,8 @@ __all__ = ["CATALOG_CONTROLLERS"]
 PREFIX: Final = "/api/v1/catalog"
 CHANGE_NOTE_HEADER: Final = "X-Change-Note"
 
+# A version number in a path: what PostgreSQL's integer holds (a larger one is a 400, never a 500).
+VersionNumber = Annotated[int, PathParameter(ge=1, le=2_147_483_647, description="A version number.")]
 Limit = Annotated[int, QueryParameter(ge=1, le=100, description="Most entries on one page (at most 100).")]
 Cursor = Annotated[
     str | None, QueryParameter(max_length=512, description="`next_cursor` of the previous page.")
@@ -644,7 +646,7 @@ class CatalogController(Controller):
         },
     )
     async def item_version(
-        self, request: Request[Any, Any, Any], conn: Connection, code: FromPath[str], version: FromPath[int]
+        self, request: Request[Any, Any, Any], conn: Connection, code: FromPath[str], version: VersionNumber
     ) -> ItemVersion:
         item = await catalog_store.item(conn, code, version)
         row = await catalog_store.item_version_row(conn, code, version)
@@ -675,7 +677,7 @@ class CatalogController(Controller):
         },
     )
     async def compare_items(
-        self, conn: Connection, code: FromPath[str], old: FromPath[int], new: FromPath[int]
+        self, conn: Connection, code: FromPath[str], old: VersionNumber, new: VersionNumber
     ) -> Comparison:
         before = await catalog_store.item(conn, code, old)
         after = await catalog_store.item(conn, code, new)
@@ -841,7 +843,7 @@ class CatalogController(Controller):
         },
     )
     async def bundle_version(
-        self, request: Request[Any, Any, Any], conn: Connection, code: FromPath[str], version: FromPath[int]
+        self, request: Request[Any, Any, Any], conn: Connection, code: FromPath[str], version: VersionNumber
     ) -> BundleVersion:
         bundle = await catalog_store.bundle(conn, code, version)
         rows = [row for row in await catalog_store.bundle_versions(conn, code) if row.version == version]

@@ -11,11 +11,12 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.params import Body, FromPath, QueryParameter
 from litestar.types import ControllerRouterHandler
 
-from identity.api import current_principal, require_signed_in
+from identity.api import as_guard, authenticate, current_principal, require_signed_in
 from onewindow.db import Connection
 from onewindow.settings import Settings
 from services import ratings, stats
@@ -154,10 +155,16 @@ _FIGURES: Final = {
 }
 
 
+async def _may_read_statistics(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    await authenticate(connection)
+    stats.may_read(current_principal(connection))
+
+
 class StatisticsController(Controller):
     path = "/api/v1/services/statistics"
     tags = ["services: statistics"]  # noqa: RUF012 - litestar's declared type
-    middleware = [require_signed_in()]  # noqa: RUF012 - litestar's declared type
+    # Who may read is decided before the query is parsed: a citizen gets 403, whatever they send.
+    middleware = [as_guard(_may_read_statistics)]  # noqa: RUF012 - litestar's declared type
 
     @get(
         "",

@@ -30,11 +30,16 @@ from identity.api import Principal, unit_path
 from onewindow.db import Connection
 from onewindow.errors import FieldError, Forbidden, ValidationFailed
 
-__all__ = ["DepartmentFigures", "ItemFigures", "Statistics", "statistics"]
+__all__ = ["DepartmentFigures", "ItemFigures", "Statistics", "may_read", "statistics"]
 
 # The longest period one request may ask for: the query reads every item of the period.
 MAX_DAYS: Final = 366
 DEFAULT_DAYS: Final = 30
+# The days a period may name: a day from the first to the last whose bounds (midnight before and
+# after, in the city's zone, and in UTC) every datetime can hold.
+EARLIEST: Final = date(1, 1, 2)
+LATEST: Final = date(9999, 12, 30)
+READERS: Final = ("supervisor", "command_centre", "admin")
 
 
 class Figures(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,15 +137,21 @@ def _figures(record: Any) -> dict[str, Any]:
     }
 
 
-async def visible_departments(conn: Connection, principal: Principal) -> list[str] | None:
-    """The departments whose figures the caller may see: None for all (admin, command centre),
-    the departments a supervisor oversees, else 403."""
-    if principal.has_role("admin") or principal.has_role("command_centre"):
-        return None
-    if not principal.has_role("supervisor"):
+def may_read(principal: Principal) -> None:
+    """403 unless the caller is a supervisor, of the command centre or an admin: checked before
+    anything of the request is read (the route's guard, and `statistics` again)."""
+    if not any(principal.has_role(role) for role in READERS):
         raise Forbidden(
             "Statistics are for supervisors (of their departments), the command centre and admins."
         )
+
+
+async def visible_departments(conn: Connection, principal: Principal) -> list[str] | None:
+    """The departments whose figures the caller may see: None for all (admin, command centre),
+    the departments a supervisor oversees, else 403."""
+    may_read(principal)
+    if principal.has_role("admin") or principal.has_role("command_centre"):
+        return None
     departments = await conn.fetch("SELECT DISTINCT department FROM services.application_items")
     seen: list[str] = []
     for record in departments:
@@ -151,9 +162,26 @@ async def visible_departments(conn: Connection, principal: Principal) -> list[st
 
 
 def period(start: date | None, end: date | None, *, today: date) -> tuple[date, date]:
-    """The period asked for: both ends included; by default the 30 days up to today."""
+    """The period asked for: both ends included; by default the 30 days up to today. Each end
+    must be a day whose midnight, in any time zone, is a time PostgreSQL and Python can hold
+    (400 otherwise, never an overflow)."""
+    outside = [
+        FieldError(pointer="", parameter=f"query.{name}", detail=f"must be from {EARLIEST} to {LATEST}")
+        for name, day in (("from", start), ("to", end))
+        if day is not None and not EARLIEST <= day <= LATEST
+    ]
+    if outside:
+        raise ValidationFailed("The period is not valid.", errors=outside)
     end = end or today
-    start = start or end - timedelta(days=DEFAULT_DAYS - 1)
+    if start is None:
+        if (end - EARLIEST).days < DEFAULT_DAYS - 1:
+            raise ValidationFailed(
+                "The period is not valid.",
+                errors=[
+                    FieldError(pointer="", parameter="query.from", detail="required this early: give it")
+                ],
+            )
+        start = end - timedelta(days=DEFAULT_DAYS - 1)
     errors = []
     if start > end:
         errors.append(FieldError(pointer="", parameter="query.from", detail="must not be after `to`"))
@@ -176,8 +204,8 @@ async def statistics(
     timezone: str,
 ) -> Statistics:
     zone = ZoneInfo(timezone)
+    allowed = await visible_departments(conn, principal)  # 403 before anything of the request
     start, end = period(start, end, today=now.astimezone(zone).date())
-    allowed = await visible_departments(conn, principal)
     if allowed is not None and department is not None and department not in allowed:
         raise Forbidden(f"You do not oversee the department {department}.")
     lower = datetime.combine(start, time.min, tzinfo=zone)

@@ -231,6 +231,26 @@ async def test_admin_publishes_bundles(http: httpx.AsyncClient, as_admin: Header
 
 
 @pytest.mark.parametrize(
+    "path",
+    [
+        "/items/t-fire/versions/99999999999",
+        "/items/t-fire/versions/2147483648",
+        "/items/t-fire/versions/0",
+        "/items/t-fire/versions/-1",
+        "/items/t-fire/versions/1/compare/99999999999",
+        "/items/t-fire/versions/99999999999/compare/1",
+        "/bundles/t-restaurant/versions/99999999999",
+    ],
+)
+async def test_a_version_number_out_of_range_is_a_400_not_a_500(http: httpx.AsyncClient, path: str) -> None:
+    problem(await http.get(f"{C}{path}"), 400, "validation")
+
+
+async def test_the_largest_version_number_is_merely_not_found(http: httpx.AsyncClient) -> None:
+    problem(await http.get(f"{C}/items/t-fire/versions/2147483647"), 404, "not-found")
+
+
+@pytest.mark.parametrize(
     ("method", "path", "body"),
     [
         ("PUT", "/items/shop-sign", SIGN),

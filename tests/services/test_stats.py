@@ -195,6 +195,11 @@ async def test_who_may_not_read_statistics(http: httpx.AsyncClient, people: Peop
         {"from": "2025-01-01", "to": "2026-09-01"},
         {"from": "yesterday"},
         {"department": "no such; drop"},
+        {"to": "0001-01-01"},
+        {"to": "0001-01-15"},
+        {"from": "0001-01-01", "to": "0001-01-05"},
+        {"from": "9999-12-31", "to": "9999-12-31"},
+        {"from": "9999-12-01"},
     ],
 )
 async def test_bad_periods_are_400(
@@ -203,3 +208,18 @@ async def test_bad_periods_are_400(
     reply = await http.get("/api/v1/services/statistics", params=params, headers=await bearer(ADMIN))
     assert reply.status_code == 400
     assert reply.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_citizen_is_refused_before_the_period_is_read(
+    http: httpx.AsyncClient, people: People, bearer: Bearer
+) -> None:
+    headers = await bearer(people.citizen)
+    for params in ({"to": "0001-01-01"}, {"from": "9999-12-31", "to": "9999-12-31"}, {"from": "yesterday"}):
+        reply = await http.get("/api/v1/services/statistics", params=params, headers=headers)
+        assert reply.status_code == 403, params
+
+
+async def test_the_earliest_and_latest_days_are_a_period(http: httpx.AsyncClient, bearer: Bearer) -> None:
+    for params in ({"from": "0001-01-02", "to": "0001-01-02"}, {"from": "9999-12-30", "to": "9999-12-30"}):
+        reply = await http.get("/api/v1/services/statistics", params=params, headers=await bearer(ADMIN))
+        assert reply.status_code == 200, reply.text
