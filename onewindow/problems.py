@@ -176,6 +176,19 @@ def _unstorable(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     )
 
 
+def _too_deep(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    # A body nested deeper than the decoder recurses (msgspec gives up with RecursionError at
+    # about a thousand levels): nothing anyone sends on purpose, and no fault of ours.
+    log.warning("request nested too deeply", extra={"error": type(exc).__name__})
+    return problem_response(
+        400,
+        "validation",
+        "The request body is nested too deeply to be read.",
+        title="The request is not valid",
+        errors=[FieldError(pointer="", detail="nested too deeply")],
+    )
+
+
 def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     log.error("unexpected error", exc_info=exc)
     return problem_response(
@@ -195,6 +208,7 @@ def exception_handlers() -> ExceptionHandlersMap:
         redis.exceptions.TimeoutError: _unreachable,
         asyncpg.CharacterNotInRepertoireError: _unstorable,
         asyncpg.UntranslatableCharacterError: _unstorable,
+        RecursionError: _too_deep,
         Exception: _unexpected,
     }
     for error in UNREACHABLE:

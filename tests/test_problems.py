@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import httpx
 import msgspec
@@ -68,6 +68,11 @@ async def item(number: FromPath[int]) -> int:
     return number
 
 
+@post("/test/forms", operation_id="test_form")
+async def form(data: JSONBody[dict[str, Any]]) -> int:
+    return len(data)
+
+
 @get("/test/boom", operation_id="test_boom")
 async def boom() -> None:
     raise RuntimeError("secret internals: password=hunter2")
@@ -76,7 +81,7 @@ async def boom() -> None:
 @pytest.fixture
 async def http(settings: Settings, db: RollbackDatabase) -> AsyncIterator[httpx.AsyncClient]:
     limited = settings.model_copy(update={"max_body_bytes": 4096})
-    async with app_client(build_app(limited, db, [submit, raise_domain, item, boom])) as client:
+    async with app_client(build_app(limited, db, [submit, raise_domain, item, form, boom])) as client:
         yield client
 
 
@@ -274,3 +279,14 @@ async def test_a_client_that_goes_away_mid_body_is_no_server_error(
     start = next(m for m in sent if m["type"] == "http.response.start")
     assert start["status"] == 400
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize("depth", [1_000, 1_900])
+async def test_a_body_nested_too_deeply_is_400_not_500(http: httpx.AsyncClient, depth: int) -> None:
+    body = '{"form": ' + "[" * depth + "]" * depth + "}"
+    reply = await http.post("/test/forms", content=body, headers={"Content-Type": "application/json"})
+    assert reply.status_code == 400, reply.text
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.json()["type"] == "urn:onewindow:problem:validation"
+    shallow = await http.post("/test/forms", json={"form": [[[]]]})
+    assert (shallow.status_code, shallow.json()) == (201, 1)
