@@ -176,6 +176,20 @@ def _unstorable(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     )
 
 
+def _lost_a_race(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    # PostgreSQL rolled the transaction back to break a deadlock or a serialisation failure: a
+    # concurrent request won. Nothing was written; the same request again is expected to pass.
+    log.warning("transaction rolled back by the database", extra={"error": type(exc).__name__})
+    return problem_response(
+        409,
+        "conflict",
+        "Another change to the same record happened at the same moment, and yours was not applied: try"
+        " again.",
+        title="Conflict",
+        headers={"Retry-After": "1"},
+    )
+
+
 def _too_deep(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     # A body nested deeper than the decoder recurses (msgspec gives up with RecursionError at
     # about a thousand levels): nothing anyone sends on purpose, and no fault of ours.
@@ -209,6 +223,8 @@ def exception_handlers() -> ExceptionHandlersMap:
         asyncpg.CharacterNotInRepertoireError: _unstorable,
         asyncpg.UntranslatableCharacterError: _unstorable,
         RecursionError: _too_deep,
+        asyncpg.DeadlockDetectedError: _lost_a_race,
+        asyncpg.SerializationError: _lost_a_race,
         Exception: _unexpected,
     }
     for error in UNREACHABLE:

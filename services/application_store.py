@@ -414,6 +414,14 @@ async def withdraw_pending_item(
 # --- payments ------------------------------------------------------------------------------------
 
 
+async def lock_payments(conn: Connection, item_id: UUID) -> None:
+    """Until the transaction ends, the right to pay for this item (an advisory lock: no row is
+    locked, so it comes before every lock of the engine's order and cannot close a cycle)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('services.payments:' || $1::text))", str(item_id)
+    )
+
+
 async def insert_payment(
     conn: Connection,
     *,

@@ -83,12 +83,21 @@ async def pay(
 ) -> PaymentRow:
     """The applicant pays the fee of one item awaiting payment. 404 for someone else's application
     or an item not of it; 409 when the item is not waiting for a payment (paid already, not
-    approved yet). A confirmed payment completes the review at once."""
-    app = await store.application(conn, app_id, lock=True)
+    approved yet). A confirmed payment completes the review at once.
+
+    Locks: the item's payment lock first (`store.lock_payments`: two payments of one item take
+    their turns, and the second finds it paid), then, by acting on the payment wait, the engine's
+    order (the instance, then the application). The application is not locked here first: that
+    was the opposite order of every department's step and of a withdrawal, a deadlock."""
+    app = await store.application(conn, app_id)
     if app is None or app.applicant != payer:
         raise NotFound("No such application.")
     row = await store.item(conn, item_id)
     if row is None or row.application_id != app.id:
+        raise NotFound("No such item of this application.")
+    await store.lock_payments(conn, row.id)
+    row = await store.item(conn, item_id)  # read again under the lock: paid or withdrawn meanwhile?
+    if row is None:
         raise NotFound("No such item of this application.")
     if row.status != "awaiting_payment" or row.fee_minor <= 0:
         raise Conflict(f"This item is {row.status}: there is nothing to pay.")

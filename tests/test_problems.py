@@ -73,6 +73,15 @@ async def form(data: JSONBody[dict[str, Any]]) -> int:
     return len(data)
 
 
+_SQLSTATES = {"deadlock": "40P01", "serialization": "40001"}
+
+
+@post("/test/races/{kind:str}", operation_id="test_race")
+async def lose_a_race(kind: FromPath[str], conn: Connection) -> None:
+    # PostgreSQL itself raises the error a deadlock or a serialisation failure gives.
+    await conn.execute(f"DO $$ BEGIN RAISE EXCEPTION 'lost' USING ERRCODE = '{_SQLSTATES[kind]}'; END $$")
+
+
 @get("/test/boom", operation_id="test_boom")
 async def boom() -> None:
     raise RuntimeError("secret internals: password=hunter2")
@@ -81,7 +90,9 @@ async def boom() -> None:
 @pytest.fixture
 async def http(settings: Settings, db: RollbackDatabase) -> AsyncIterator[httpx.AsyncClient]:
     limited = settings.model_copy(update={"max_body_bytes": 4096})
-    async with app_client(build_app(limited, db, [submit, raise_domain, item, form, boom])) as client:
+    async with app_client(
+        build_app(limited, db, [submit, raise_domain, item, form, lose_a_race, boom])
+    ) as client:
         yield client
 
 
@@ -290,3 +301,16 @@ async def test_a_body_nested_too_deeply_is_400_not_500(http: httpx.AsyncClient, 
     assert reply.json()["type"] == "urn:onewindow:problem:validation"
     shallow = await http.post("/test/forms", json={"form": [[[]]]})
     assert (shallow.status_code, shallow.json()) == (201, 1)
+
+
+@pytest.mark.parametrize("kind", ["deadlock", "serialization"])
+async def test_a_transaction_the_database_rolled_back_is_409_with_retry_after(
+    http: httpx.AsyncClient, kind: str
+) -> None:
+    reply = await http.post(f"/test/races/{kind}")
+    assert reply.status_code == 409, reply.text
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.headers["retry-after"] == "1"
+    body = reply.json()
+    assert body["type"] == "urn:onewindow:problem:conflict"
+    assert "lost" not in body["detail"]

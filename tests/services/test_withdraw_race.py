@@ -1,6 +1,6 @@
-"""A withdrawal racing a submission, on real, separate connections whose transactions commit:
-whichever comes second is refused, and the application never ends withdrawn with its review
-still running."""
+"""Races on real, separate connections whose transactions commit: a withdrawal racing a
+submission (whichever comes second is refused, and the application never ends withdrawn with its
+review still running); a payment racing a withdrawal (locks in the engine's order: no deadlock)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from uuid import UUID
 
 import pytest
 
+from identity.tokens import RoleGrant
 from onewindow.db import PoolDatabase
 from onewindow.errors import Conflict
 from onewindow.settings import Settings
 from services import api as services_api
-from services import application_store, applications
+from services import application_store, applications, payments
 from tests.services.conftest import SUBSTANTIAL, configure, seed_catalog, seed_units
 from tests.workflows.conftest import Clock
 from workflows import engine
@@ -143,3 +144,80 @@ async def test_a_submission_waiting_for_a_withdrawal_is_refused(
     assert app.status == "withdrawn"
     assert [i.status for i in items] == ["withdrawn"]
     assert started == 0
+
+
+URBAN_OFFICER = Actor(
+    subject="race-officer",
+    kind="person",
+    name="Officer",
+    roles=(RoleGrant(role="officer", unit="urban", path="demo/urban"),),
+)
+
+
+class GatedProvider:
+    """A typed fake of a payment platform that confirms only when the test opens the gate."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.collecting = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def collect(self, request: payments.PaymentRequest) -> payments.ProviderReply:
+        self.collecting.set()
+        await self.gate.wait()
+        return payments.ProviderReply(reference=f"G-{request.payment_id}", status="confirmed")
+
+
+async def test_a_payment_and_a_withdrawal_at_once_do_not_deadlock(
+    committed: PoolDatabase, clock: Clock
+) -> None:
+    """The payment used to lock the application, then (acting `paid`) the instance; a withdrawal
+    locks the instance, then the application: each waited for the other. Now the withdrawal goes
+    first and the payment finds nothing to pay (409), nothing of it written."""
+    async with committed.transaction() as conn:
+        app = await applications.create_draft(
+            conn,
+            applicant=CITIZEN.subject,
+            created_by=CITIZEN.subject,
+            channel="online",
+            item_code="t-signage",
+            form={"address": "18 Riverside Road", "sign_text": "Noodles"},
+            now=clock(),
+        )
+        await applications.submit(conn, app.id, actor=CITIZEN, acr=SUBSTANTIAL, now=clock())
+        (item,) = await application_store.items_of(conn, app.id)
+        instance = await engine.instance_for_subject(conn, applications.KIND, str(item.id))
+        assert instance is not None
+        await engine.act(conn, instance.open_tasks[0].id, action="approve", actor=URBAN_OFFICER)
+    provider = GatedProvider()
+
+    async def pay() -> str:
+        try:
+            async with committed.transaction() as conn:
+                await payments.pay(
+                    conn, app.id, item.id, payer=CITIZEN.subject, provider=provider, now=clock()
+                )
+        except Conflict:
+            return "409"
+        return "paid"
+
+    async def withdraw() -> str:
+        await provider.collecting.wait()
+        async with committed.transaction() as conn:
+            await applications.withdraw(conn, app.id, actor=CITIZEN, reason="Too dear.", now=clock())
+        return "withdrawn"
+
+    async def open_gate() -> None:
+        await provider.collecting.wait()
+        await asyncio.sleep(0.3)  # the withdrawal runs meanwhile (it used to wait for the payment)
+        provider.gate.set()
+
+    results = await asyncio.wait_for(asyncio.gather(pay(), withdraw(), open_gate()), timeout=20)
+    assert list(results) == ["409", "withdrawn", None]
+    async with committed.connection() as conn:
+        found = await application_store.application(conn, app.id)
+        (row,) = await application_store.items_of(conn, app.id)
+        paid = await application_store.payments_of(conn, item.id)
+    assert found is not None
+    assert (found.status, row.status, paid) == ("withdrawn", "withdrawn", [])
