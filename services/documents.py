@@ -67,6 +67,9 @@ _EXTENSIONS: Final = {
 }
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|;]+')
 _MAX_FILENAME: Final = 120
+# Unicode categories dropped from file names: controls, format, surrogates, private use,
+# unassigned (C*), and line and paragraph separators.
+_DROPPED: Final = ("C", "Zl", "Zp")
 
 Status = Literal["missing", "provided", "reused", "pending", "accepted", "rejected"]
 Access = Literal["write", "read"]
@@ -117,9 +120,14 @@ def document_ref(row: DocumentRow) -> DocumentRef:
 
 def safe_filename(filename: str, media_type: str) -> str:
     """The name to keep and to offer on download: no path, no control or quoting characters
-    (it goes into a Content-Disposition header), at most 120 characters, and never empty."""
+    (it goes into a Content-Disposition header), at most 120 characters, and never empty. ASCII
+    controls and quoting characters become `_`; every other character Unicode calls a control,
+    a format character (U+202E, the right-to-left override that makes `exe.pdf` read `fdp.exe`),
+    a surrogate, private or unassigned (category C*), or a line or paragraph separator (U+2028,
+    U+2029), is dropped."""
     name = unicodedata.normalize("NFC", filename).replace("\\", "/").rsplit("/", 1)[-1]
-    name = _UNSAFE.sub("_", name).strip(" ._")
+    name = _UNSAFE.sub("_", name)
+    name = "".join(c for c in name if not unicodedata.category(c).startswith(_DROPPED)).strip(" ._")
     extension = _EXTENSIONS.get(media_type, "")
     if not name:
         name = f"document{extension}"

@@ -181,6 +181,14 @@ def test_filenames_are_made_safe() -> None:
     assert documents.safe_filename("C:\\Users\\me\\营业执照.pdf", "application/pdf") == "营业执照.pdf"
     assert documents.safe_filename('a"b\r\nc.png', "image/png") == "a_b_c.png"
     assert documents.safe_filename("...", "image/png") == "document.png"
+    # Unicode controls and format characters are dropped: a right-to-left override would show
+    # `invoice\u202egpj.exe` as `invoiceexe.jpg`; NEL and the line separators split headers.
+    assert documents.safe_filename("invoice\u202egpj.exe", "image/jpeg") == "invoicegpj.exe"
+    assert (
+        documents.safe_filename("a\u0085b\u2028c\u2029d\u200be\ufeff.pdf", "application/pdf") == "abcde.pdf"
+    )
+    assert documents.safe_filename("\u202e\u2066\u0085", "image/png") == "document.png"
+    assert documents.safe_filename("营业执照\u3000副本.pdf", "application/pdf") == "营业执照\u3000副本.pdf"
     long = documents.safe_filename("x" * 300 + ".pdf", "application/pdf")
     assert len(long) == 120
     assert long.endswith(".pdf")
