@@ -32,8 +32,10 @@ from workflows import api as workflows
 
 __all__ = ["DOCUMENT_CONTROLLERS", "document_store", "problems"]
 
-# The route's ceiling (the largest value the setting may take, plus the multipart envelope); the
-# setting `document_max_bytes` and each checklist entry are the real limits.
+# The route's ceiling (the largest value the setting may take, plus the multipart envelope): litestar
+# fixes it when the app is built. The setting `document_max_bytes` (plus the envelope) is enforced
+# on the Content-Length and, without one, on the bytes as they arrive (`_within`); each checklist
+# entry's own limit on the file.
 _MAX_UPLOAD_BODY: Final = 200 * 1_048_576 + 65_536
 _ENVELOPE: Final = 65_536
 CODE_PATTERN: Final = r"^[a-z][a-z0-9_]*$"
@@ -183,6 +185,23 @@ class _UploadOperation(Operation):
 # --- routes --------------------------------------------------------------------------------------
 
 
+def _within(request: Request[Any, Any, Any], limit: int, document_max_bytes: int) -> Request[Any, Any, Any]:
+    """The request, its body read through a count that stops at `limit` bytes (413): litestar's
+    own limit is the route's, fixed when the app is built, not this process's setting."""
+    received = 0
+
+    async def receive() -> Any:
+        nonlocal received
+        message = await request.receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise TooLarge(f"A document is at most {document_max_bytes} bytes.")
+        return message
+
+    return Request(request.scope, receive=receive, send=request.send)
+
+
 def _form_field(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValidationFailed(
@@ -292,7 +311,11 @@ class ApplicationDocumentController(Controller):
         if length and length.isdigit() and int(length) > settings.document_max_bytes + _ENVELOPE:
             raise TooLarge(f"A document is at most {settings.document_max_bytes} bytes.")
         app = await documents.writable_application(conn, principal, application_id)
-        form = await request.form()
+        # Without a Content-Length the route's ceiling (the largest the setting may be) would let a
+        # body far past this process's limit be read in full: count what arrives instead.
+        form = await _within(
+            request, settings.document_max_bytes + _ENVELOPE, settings.document_max_bytes
+        ).form()
         code = _form_field(form.get("checklist_code"), "checklist_code")
         upload = form.get("file")
         if not isinstance(upload, UploadFile):

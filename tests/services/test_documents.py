@@ -156,6 +156,45 @@ async def test_a_file_over_the_citys_limit_is_413(
     assert fits.status_code == 201
 
 
+async def test_a_body_without_its_length_is_refused_once_past_the_citys_limit(
+    conn: Connection,
+    settings: Settings,
+    db: RollbackDatabase,
+    people: People,
+    bearer: Bearer,
+    clock: Clock,
+) -> None:
+    """Chunked, with no Content-Length: the body is counted as it arrives and refused (413) as
+    soon as it passes the limit, not read to the route's 200 MiB ceiling first."""
+    small = settings.model_copy(update={"document_max_bytes": 2048})
+    app = build_app(small, db)
+    configure(small, clock)
+    app_id = await _business_draft(conn, people, clock)
+    boundary = "onewindow-test-boundary"
+    chunk = b"x" * 16_384
+    sent = 0
+
+    async def body() -> Any:
+        nonlocal sent
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="checklist_code"\r\n\r\nlease\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.pdf"\r\n'
+            "Content-Type: application/pdf\r\n\r\n"
+        ).encode() + PDF
+        for _ in range(640):  # 10 MiB
+            sent += 1
+            yield chunk
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    headers = {**await bearer(people.citizen), "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    async with app_client(app) as http:
+        reply = await http.post(URL.format(app_id), headers=headers, content=body())
+    assert "content-length" not in reply.request.headers
+    assert reply.status_code == 413, reply.text
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    assert sent < 10  # stopped a little past 2 KiB + the envelope, far from the 10 MiB sent
+
+
 async def test_an_entrys_own_limit_and_types_apply(conn: Connection, tmp_path: Path, clock: Clock) -> None:
     store = DiskStore(tmp_path)
     with pytest.raises(TooLarge):
