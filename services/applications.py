@@ -55,6 +55,7 @@ __all__ = [
     "ApplicationView",
     "application",
     "catalog_items",
+    "check_complete",
     "configure",
     "create_draft",
     "edit",
@@ -301,14 +302,16 @@ def _counter_hint(items: Sequence[catalog.Item], how: str) -> str:
     return f" It can be finished at a counter with your identity document: {how}."
 
 
-async def _checked(
+async def check_complete(
     conn: Connection,
     app: ApplicationRow,
     items: Sequence[catalog.Item],
     *,
     pending: Mapping[str, datetime] | None,
 ) -> None:
-    """Every problem of the form and the checklist at once (400), or nothing."""
+    """Every problem of the form and the checklist at once (400), or nothing: before a submission,
+    and before a correction is answered (`resubmit` here, and services.review's hook when the
+    applicant answers the correction step through the tasks route)."""
     errors = catalog.form_errors(items, app.form)
     requirements = catalog.checklist(items, app.form)
     errors += await documents.missing(conn, app.id, requirements, pending=pending)
@@ -365,7 +368,7 @@ async def submit(
             " method." + hint,
             errors=[FieldError(pointer="", detail=f"assurance level {needed} required")],
         )
-    await _checked(conn, app, items, pending=pending)
+    await check_complete(conn, app, items, pending=pending)
     number = app.number or await store.next_number(
         conn, config.application_prefix, now=now, timezone=config.timezone
     )
@@ -448,7 +451,7 @@ async def resubmit(
     if app.status != "needs_correction":
         raise Conflict(f"The application is {app.status}: nothing was returned for correction.")
     items = await catalog_items(conn, app)
-    await _checked(conn, app, items, pending=None)
+    await check_complete(conn, app, items, pending=None)
     answered = 0
     for row in await store.items_of(conn, app.id):
         if row.status != "needs_correction":

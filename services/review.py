@@ -6,7 +6,9 @@ application's status, a certificate and the events are never out of step with th
 - `context`: what conditions see as `subject` (the form, the item, its fee, the channel, the
   bundle), the department's unit (where `unit: owner` queues tasks) and the applicant (who
   acts on the wait states);
-- `transitioned`: an action was taken. Entering `correction` makes the item `needs_correction`
+- `transitioned`: an action was taken. Answering a correction (`resubmit`, through whichever
+  route) first checks the form and the checklist again (400, the step rolled back). Entering
+  `correction` makes the item `needs_correction`
   (the reviewer's `data.missing` becomes the application's list of what to fix, and the
   applicant is told); the `fee` decision of an item with a fee leads to `payment`
   (`awaiting_payment`); coming back from a wait moves the promised date by the time spent
@@ -91,6 +93,12 @@ class ItemKind:
         app = await store.application(conn, row.application_id, lock=True)
         if app is None:
             raise RuntimeError("invariant broken: an item without its application")
+        if transition.from_state == applications.CORRECTION_STATE and transition.action == "resubmit":
+            # However the correction is answered (applications.resubmit, or the task's own route),
+            # the form and the checklist must be complete again: a 400 rolls the step back.
+            await applications.check_complete(
+                conn, app, await applications.catalog_items(conn, app), pending=None
+            )
         if transition.action in _DECIDING_ACTIONS and transition.from_state not in applications.WAIT_STATES:
             await conn.execute(
                 "UPDATE services.application_items SET decided_by = $2, reason = $3 WHERE id = $1",

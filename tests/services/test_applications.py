@@ -425,6 +425,39 @@ async def test_return_for_correction_then_resubmit_then_approve(
     assert (await http.post(f"{url}/resubmit", json={}, headers=me)).status_code == 409
 
 
+async def test_answering_the_correction_step_directly_checks_the_form_too(
+    http: httpx.AsyncClient, conn: Connection, people: People, bearer: Bearer, clock: Clock
+) -> None:
+    """The applicant may answer the correction through the task's own route: the same check as
+    POST .../resubmit applies (400 with every problem), and the step is rolled back."""
+    me = await bearer(people.citizen)
+    made = await draft(http, me, item="t-fire", form=FIRE_FORM)
+    assert (await submit(http, me, made["id"])).status_code == 200
+    fix = [{"field": "area", "detail": "measure the floor area again"}]
+    await act(conn, people.officers["fire"], made["id"], "return", comment="Area?", data={"missing": fix})
+    seen = await status(http, me, made["id"])
+    url = f"/api/v1/applications/{made['id']}"
+    bad = await http.patch(
+        url, json={"form": {"area": -5}}, headers={**me, "If-Match": f'"{seen["version"]}"'}
+    )
+    assert bad.status_code == 200
+    wait = await task_of(conn, people.citizen, made["id"], "correction")
+    answer = f"/api/v1/tasks/{wait.id}/actions"
+    refused = await http.post(answer, json={"action": "resubmit"}, headers={**me, **key()})
+    assert refused.status_code == 400, refused.text
+    assert [e["pointer"] for e in refused.json()["errors"]] == ["/form/area"]
+    # Nothing moved: the step still waits for the applicant, the item still needs correction.
+    assert (await task_of(conn, people.citizen, made["id"], "correction")).id == wait.id
+    assert (await status(http, me, made["id"]))["items"][0]["status"] == "needs_correction"
+    fixed = await http.patch(
+        url, json={"form": {"area": 42}}, headers={**me, "If-Match": bad.headers["etag"]}
+    )
+    assert fixed.status_code == 200
+    answered = await http.post(answer, json={"action": "resubmit"}, headers={**me, **key()})
+    assert answered.status_code == 200, answered.text
+    assert (await status(http, me, made["id"]))["status"] == "in_review"
+
+
 async def test_a_bundle_runs_in_parallel_each_item_in_its_department(
     http: httpx.AsyncClient, conn: Connection, people: People, bearer: Bearer, tmp_path: Path, clock: Clock
 ) -> None:
