@@ -10,7 +10,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 
 from identity.api import ROLES, current_principal, require_role, require_signed_in, unit_codes, unit_path
 from onewindow.db import Connection
@@ -21,6 +21,9 @@ from workflows import engine, store
 from workflows.definitions import Change, diff, parse
 from workflows.model import Definition
 from workflows.views import ActionResult, Actor, InstanceView, TaskView
+
+_MAX_VERSION: Final = 2_147_483_647  # the column is an int4: a larger number is a 400, not a 500
+Version = Annotated[int, PathParameter(ge=1, le=_MAX_VERSION, description="A version number.")]
 
 __all__ = ["WORKFLOW_CONTROLLERS"]
 
@@ -460,9 +463,7 @@ class DefinitionController(Controller):
         operation_id="getWorkflowDefinition",
         summary="One version, as uploaded and as run",
     )
-    async def get_version(
-        self, conn: Connection, key: FromPath[str], version: FromPath[int]
-    ) -> DefinitionReply:
+    async def get_version(self, conn: Connection, key: FromPath[str], version: Version) -> DefinitionReply:
         row = await store.definition(conn, key, version)
         if row is None or row.version != version:
             raise NotFound(f"No version {version} of the workflow definition {key!r}.")
@@ -487,8 +488,8 @@ class DefinitionController(Controller):
         self,
         conn: Connection,
         key: FromPath[str],
-        from_version: Annotated[int, QueryParameter(name="from", ge=1)],
-        to_version: Annotated[int, QueryParameter(name="to", ge=1)],
+        from_version: Annotated[int, QueryParameter(name="from", ge=1, le=_MAX_VERSION)],
+        to_version: Annotated[int, QueryParameter(name="to", ge=1, le=_MAX_VERSION)],
     ) -> Comparison:
         old = await store.definition(conn, key, from_version)
         new = await store.definition(conn, key, to_version)

@@ -213,6 +213,10 @@ async def test_definition_admin(http: httpx.AsyncClient, bearer: Any) -> None:
         ("changed", "/states/accept/deadline/duration")
     }
     assert (await http.get(f"{url}/permit/versions/9", headers=admin)).status_code == 404
+    # Past the int4 column: a 400 problem, never the database's error as a 500.
+    assert (await http.get(f"{url}/permit/versions/99999999999", headers=admin)).status_code == 400
+    huge = {"from": 1, "to": 99999999999}
+    assert (await http.get(f"{url}/permit/compare", params=huge, headers=admin)).status_code == 400
 
     broken = PERMIT.replace("target: review}", "target: nowhere}").replace(
         "role: officer\n    unit: owner\n    deadline: P2D",
