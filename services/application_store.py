@@ -370,6 +370,17 @@ async def set_item_status(
     return _item(record)
 
 
+async def record_decider(conn: Connection, item_id: UUID, *, by: str, reason: str | None) -> None:
+    """Who approved or rejected the item (and a rejection's reason), when they act: the item is
+    decided (`decide_item`) when its workflow ends, which may be after a payment."""
+    await conn.execute(
+        "UPDATE services.application_items SET decided_by = $2, reason = $3 WHERE id = $1",
+        item_id,
+        by,
+        reason,
+    )
+
+
 async def decide_item(
     conn: Connection,
     item_id: UUID,

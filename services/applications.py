@@ -127,19 +127,27 @@ async def items_of(conn: Connection, application_id: UUID) -> list[ApplicationIt
     return await store.items_of(conn, application_id)
 
 
-async def catalog_items(conn: Connection, app: ApplicationRow) -> list[catalog.Item]:
-    """The catalog items at the versions the application pinned, in the application's order."""
-    rows = await store.items_of(conn, app.id)
+async def catalog_items(
+    conn: Connection, app: ApplicationRow, rows: Sequence[ApplicationItemRow] | None = None
+) -> list[catalog.Item]:
+    """The catalog items at the versions the application pinned, in the application's order
+    (`rows`: its item rows, when the caller has read them already)."""
+    if rows is None:
+        rows = await store.items_of(conn, app.id)
     return await catalog.items_of(conn, [(row.item_code, row.item_version) for row in rows])
 
 
-async def service_name(conn: Connection, app: ApplicationRow) -> ServiceName:
-    """What the application is for, as people call it: the bundle's name, else the item's."""
+async def service_name(
+    conn: Connection, app: ApplicationRow, items: Sequence[catalog.Item] | None = None
+) -> ServiceName:
+    """What the application is for, as people call it: the bundle's name, else the item's
+    (`items`: its catalog items, when the caller has them already)."""
     if app.bundle_code is not None:
         bundle = await catalog.bundle(conn, app.bundle_code, app.bundle_version)
         if bundle is not None:
             return ServiceName(zh=bundle.name.zh, en=bundle.name.en)
-    items = await catalog_items(conn, app)
+    if items is None:
+        items = await catalog_items(conn, app)
     return ServiceName(zh="、".join(i.name.zh for i in items), en=", ".join(i.name.en for i in items))
 
 
@@ -353,7 +361,8 @@ async def submit(
         raise NotFound("No such application.")
     if app.status not in SUBMITTABLE:
         raise Conflict(f"The application is {app.status}: only a draft can be submitted.")
-    items = await catalog_items(conn, app)
+    rows = await store.items_of(conn, app.id)
+    items = await catalog_items(conn, app, rows)
     hint = _counter_hint(items, 'submit it with {"finish_at_counter": true} and bring it there')
     refused = [] if intake_by else _not_offered(items, app.channel)
     if refused:
@@ -372,7 +381,6 @@ async def submit(
     number = app.number or await store.next_number(
         conn, config.application_prefix, now=now, timezone=config.timezone
     )
-    rows = await store.items_of(conn, app.id)
     by_code = {i.code: i for i in items}
     promised = {
         row.id: await workflows.deadline(conn, now, f"P{by_code[row.item_code].promised_days}D")
@@ -397,7 +405,7 @@ async def submit(
         ApplicationReceived(
             application_id=app.id,
             number=app.number,
-            service=await service_name(conn, app),
+            service=await service_name(conn, app, items),
             applicant=app.applicant,
             channel=app.channel,
             promised_at=app.promised_at,

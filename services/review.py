@@ -100,11 +100,11 @@ class ItemKind:
                 conn, app, await applications.catalog_items(conn, app), pending=None
             )
         if transition.action in _DECIDING_ACTIONS and transition.from_state not in applications.WAIT_STATES:
-            await conn.execute(
-                "UPDATE services.application_items SET decided_by = $2, reason = $3 WHERE id = $1",
+            await store.record_decider(
+                conn,
                 row.id,
-                transition.actor,
-                transition.comment if transition.action == "reject" else None,
+                by=transition.actor,
+                reason=transition.comment if transition.action == "reject" else None,
             )
         if transition.to_state == applications.CORRECTION_STATE:
             await self._returned(conn, app, row, transition)
