@@ -1,11 +1,12 @@
 """Idempotency-Key for POSTs that create or act (draft-ietf-httpapi-idempotency-key-header).
 
-The key is reserved in the request's own transaction, before the effect, and the reply is stored
-beside it before commit: the effect and the memory of it commit together or not at all. A second
-request with the same key blocks on the key's primary key until the first transaction ends;
-then it finds the stored reply (and returns it), or, if the first rolled back, goes ahead as
-the first. A key reused for a different request is a 422; a key is the caller's own (scoped by
-principal and operation), so one caller can never replay another's reply.
+The key is reserved in the request's own transaction, before the effect (a transaction-scoped
+advisory lock on it, migration 0015), and stored with the reply before commit: the effect and the
+memory of it commit together or not at all. A second request with the same key waits for the
+first transaction to end; then it finds the stored reply (and returns it), or, if the first
+rolled back, goes ahead as the first. A key reused for a different request is a 422; a key is
+the caller's own (scoped by principal and operation), so one caller can never replay another's
+reply.
 """
 
 from __future__ import annotations
@@ -58,44 +59,77 @@ def fingerprint(*parts: Any) -> bytes:
     return hashlib.sha256(msgspec.json.encode(parts, order="sorted")).digest()
 
 
-async def begin(conn: Connection, *, principal: str, scope: str, key: str, request: bytes) -> Stored | None:
-    """Reserve `key`: None means go ahead (then call `finish` in the same transaction)."""
-    reserved = await conn.fetchval(
-        "INSERT INTO onewindow.idempotency_keys (principal, scope, key, fingerprint)"
-        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
-        principal,
-        scope,
-        key,
-        request,
-    )
-    if reserved:
+class Claim(msgspec.Struct, frozen=True):
+    """A request's Idempotency-Key, checked, with its fingerprint: what `begin` reserves.
+    `reserving` puts the reservation inside a caller's statement (its first round trip)."""
+
+    principal: str
+    scope: str
+    key: str
+    fingerprint: bytes
+
+    @classmethod
+    def of(cls, *, principal: str, scope: str, key: str | None, request: Any) -> Claim:
+        """The claim for the header's value `key` (400 if missing or malformed); `request` is
+        what makes two requests the same (the target and the body)."""
+        return cls(principal, scope, require_key(key), fingerprint(scope, request))
+
+    def reserving(self, param: int) -> tuple[str, list[Any]]:
+        """An SQL expression that reserves the key (migration 0015) and the values to bind from
+        `$param` on: it is NULL when the caller goes ahead (and later stores its `answer` in the
+        same transaction), else what `stored` turns into the first reply. It waits for a
+        transaction holding the same key to end, and holds the key until its own transaction
+        ends: evaluate it before anything the reply depends on."""
+        sql = f"onewindow.reserve_idempotency_key(${param}, ${param + 1}, ${param + 2}, ${param + 3})"
+        return sql, [self.principal, self.scope, self.key, self.fingerprint]
+
+    def answer(self, status: int, reply: Any) -> Answer:
+        return Answer(claim=self, status=status, reply=reply)
+
+
+class Answer(msgspec.Struct, frozen=True):
+    """The reply to keep under a reserved key, before the transaction commits."""
+
+    claim: Claim
+    status: int
+    reply: Any
+
+    def staged(self, param: int) -> tuple[str, list[Any]]:
+        """`finish` inside a caller's larger statement: a CTE list entry (`, answered AS (...)`)
+        to put after the caller's last CTE, and the values to bind from `$param` on."""
+        sql = (
+            ", answered AS (INSERT INTO onewindow.idempotency_keys (principal, scope, key, fingerprint,"
+            f" status, reply) VALUES (${param}, ${param + 1}, ${param + 2}, ${param + 3}, ${param + 4},"
+            f" ${param + 5}))"
+        )
+        claim = self.claim
+        return sql, [claim.principal, claim.scope, claim.key, claim.fingerprint, self.status, self.reply]
+
+
+def stored(found: Any) -> Stored | None:
+    """What a reservation (`Claim.reserving`) evaluated to: None, go ahead; else the first reply.
+    A key used for a different request is a 422."""
+    if found is None:
         return None
-    row = await conn.fetchrow(
-        "SELECT fingerprint, status, reply FROM onewindow.idempotency_keys"
-        " WHERE principal = $1 AND scope = $2 AND key = $3",
-        principal,
-        scope,
-        key,
-    )
-    if row is None or row["status"] is None:  # pragma: no cover - finish runs in the same transaction
+    if found["status"] is None:  # pragma: no cover - a row reserved before migration 0015
         raise KeyReused("The Idempotency-Key is held by a request that has not finished; retry.")
-    if bytes(row["fingerprint"]) != request:
+    if not found["same"]:
         raise KeyReused(
             f"This {HEADER} was already used for a different request; use a new key for a new action."
         )
-    return Stored(status=row["status"], reply=row["reply"])
+    return Stored(status=found["status"], reply=found["reply"])
 
 
-async def finish(conn: Connection, *, principal: str, scope: str, key: str, status: int, reply: Any) -> None:
-    await conn.execute(
-        "UPDATE onewindow.idempotency_keys SET status = $4, reply = $5"
-        " WHERE principal = $1 AND scope = $2 AND key = $3",
-        principal,
-        scope,
-        key,
-        status,
-        msgspec.to_builtins(reply),
-    )
+async def begin(conn: Connection, claim: Claim) -> Stored | None:
+    """Reserve the key: None means go ahead (then call `finish` in the same transaction)."""
+    reserving, values = claim.reserving(1)
+    return stored(await conn.fetchval(f"SELECT {reserving}", *values))
+
+
+async def finish(conn: Connection, answer: Answer) -> None:
+    """Keep the reply under the key reserved by `begin`, in the same transaction."""
+    sql, values = answer.staged(1)
+    await conn.execute(f"WITH done AS (SELECT 1){sql} SELECT 1", *values)
 
 
 async def prune(conn: Connection, *, older_than_days: int) -> int:

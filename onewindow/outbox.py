@@ -58,7 +58,7 @@ def staged(events: Sequence[Event], param: int) -> tuple[str, list[dict[str, Any
     `events` is empty."""
     sql = (
         "INSERT INTO onewindow.outbox (topic, payload)"
-        f" SELECT e.topic, e.payload FROM ROWS FROM (jsonb_to_recordset(${param}::jsonb)"
+        f" SELECT e.topic, e.payload FROM ROWS FROM (json_to_recordset(${param}::json)"
         " AS (topic text, payload jsonb)) WITH ORDINALITY AS e(topic, payload, n)"
         f" CROSS JOIN LATERAL (SELECT pg_notify('{CHANNEL}', '')) AS woken ORDER BY e.n RETURNING id"
     )

@@ -97,6 +97,11 @@ def check_if_match(if_match: str | None, current: int, *, what: str = "resource"
         )
 
 
+def replay(stored: idempotency.Stored) -> Response[Any]:
+    """The first reply to an Idempotency-Key, again, marked `Idempotent-Replayed: true`."""
+    return Response(stored.reply, status_code=stored.status, headers={idempotency.REPLAYED_HEADER: "true"})
+
+
 async def idempotent(
     conn: Connection,
     *,
@@ -110,13 +115,10 @@ async def idempotent(
 ) -> Response[Any]:
     """Run `run` once per Idempotency-Key: a retry gets the stored reply (`Idempotent-Replayed`).
     `request` is what makes two requests the same (the target and the body)."""
-    checked = idempotency.require_key(key)
-    fingerprint = idempotency.fingerprint(scope, request)
-    stored = await idempotency.begin(conn, principal=principal, scope=scope, key=checked, request=fingerprint)
+    claim = idempotency.Claim.of(principal=principal, scope=scope, key=key, request=request)
+    stored = await idempotency.begin(conn, claim)
     if stored is not None:
-        return Response(
-            stored.reply, status_code=stored.status, headers={idempotency.REPLAYED_HEADER: "true"}
-        )
+        return replay(stored)
     reply = await run()
-    await idempotency.finish(conn, principal=principal, scope=scope, key=checked, status=status, reply=reply)
+    await idempotency.finish(conn, claim.answer(status, msgspec.to_builtins(reply)))
     return Response(reply, status_code=status, headers=headers(reply) if headers else None)

@@ -23,6 +23,7 @@ from json_logic import builtins as logic_builtins
 from json_logic import jsonLogic
 
 from identity import api as identity_api
+from onewindow import idempotency
 from onewindow.db import Connection
 from onewindow.errors import Conflict, FieldError, Forbidden, NotFound, PreconditionFailed, RuleViolation
 from onewindow.events import Event
@@ -205,7 +206,11 @@ class _Step:
         self.open: dict[UUID, TaskRow] = {}
         self._context: SubjectContext | None = None
         self._instance_changed = False
-        # Written by `save`, in one round trip: nothing in the step reads them back.
+        # Written by `save`, in one round trip: nothing in the step reads them back (and a
+        # subject's hook, called during the step, sees the workflow as it was before it).
+        self._tasks: dict[UUID, TaskRow] = {}
+        self._drop_timers: set[UUID] = set()
+        self._tokens: dict[UUID, TokenRow] = {}
         self._history: list[store.HistoryEntry] = []
         self._events: list[Event] = []
 
@@ -217,10 +222,8 @@ class _Step:
         return None if found is None else await cls._load(conn, found, actor)
 
     @classmethod
-    async def locked_for_task(cls, conn: Connection, task_id: UUID, actor: Actor) -> _Step | None:
-        found = await store.lock_step_of_task(conn, task_id)
-        if found is None:
-            return None
+    async def of_task(cls, conn: Connection, found: store.LockedStep, actor: Actor) -> _Step:
+        """The step on an instance `store.lock_step_of_task` locked and read."""
         step = await cls._prepare(conn, found.instance, found.calendar_version, actor)
         if found.instance.status == "running":
             step.tokens = {token.id: token for token in found.tokens}
@@ -269,19 +272,39 @@ class _Step:
             )
         )
 
-    async def save(self) -> None:
-        """Write what the step staged: the instance row, its history, its events. Every
-        operation on a step ends with it (before its transaction commits)."""
-        if not (self._instance_changed or self._history or self._events):
+    def save_task(self, task: TaskRow, *, drop_timers: bool = False) -> None:
+        """Stage the task's changes (its version moves once per step); `drop_timers`: its
+        unfired timers go too (a closed task's deadline no longer runs)."""
+        if task.id not in self._tasks:
+            task.version += 1
+            self._tasks[task.id] = task
+        if drop_timers:
+            self._drop_timers.add(task.id)
+
+    def save_token(self, token: TokenRow) -> None:
+        self._tokens[token.id] = token
+
+    async def save(self, answer: idempotency.Answer | None = None) -> None:
+        """Write what the step staged: the instance row, the tasks and tokens it changed, its
+        history, its events, and `answer` (the reply its Idempotency-Key keeps). Every operation
+        on a step ends with it (before its transaction commits)."""
+        if not (
+            self._instance_changed or self._tasks or self._tokens or self._history or self._events or answer
+        ):
             return
         await store.flush(
             self.conn,
             self.instance,
             instance_changed=self._instance_changed,
+            tasks=list(self._tasks.values()),
+            drop_timers=list(self._drop_timers),
+            tokens=list(self._tokens.values()),
             history=self._history,
             events=self._events,
+            answer=answer,
         )
         self._instance_changed, self._history, self._events = False, [], []
+        self._tasks, self._drop_timers, self._tokens = {}, set(), {}
 
     def state(self, name: str) -> State:
         return self.definition.states[name]
@@ -377,7 +400,7 @@ class _Step:
             await self.enter(token, target, depth=depth + 1)
         elif isinstance(state, ParallelState):
             token.state, token.status = name, "forked"
-            await store.save_token(self.conn, token)
+            self.save_token(token)
             for branch, first in state.branches.items():
                 child = await store.insert_token(
                     self.conn, instance_id=self.instance.id, parent_id=token.id, branch=branch, state=first
@@ -388,7 +411,7 @@ class _Step:
             if not (isinstance(state, EndState)):
                 raise TypeError("workflow invariant broken: isinstance(state, EndState)")
             token.state, token.status, token.outcome = name, "done", state.outcome
-            await store.save_token(self.conn, token)
+            self.save_token(token)
             if token.parent_id is None:
                 await self.end(state.outcome)
 
@@ -405,7 +428,7 @@ class _Step:
                 remaining = token.resume_s  # back from the applicant: the clock continues
             due_at, warn_at = self._clock(state.deadline, budget_s, remaining, warned=False)
         token.state, token.resume_state, token.resume_s = name, None, None
-        await store.save_token(self.conn, token)
+        self.save_token(token)
         task = await store.insert_task(
             self.conn,
             instance=self.instance,
@@ -433,7 +456,7 @@ class _Step:
             token.resume_state = left.state
             token.resume_s = self._remaining_s(left_state.deadline, left.due_at)
         token.state = name
-        await store.save_token(self.conn, token)
+        self.save_token(token)
         budget_s, due_at, warn_at = None, NO_DEADLINE, None
         if state.deadline is not None:
             budget_s = self._budget_s(state.deadline)
@@ -476,7 +499,7 @@ class _Step:
     async def close_task(self, task: TaskRow, *, status: str, action: str | None) -> None:
         task.status, task.action = status, action
         task.completed_at, task.completed_by = self.now, self.actor.subject
-        await store.save_task(self.conn, task, drop_timers=task.budget_s is not None)
+        self.save_task(task, drop_timers=task.budget_s is not None)
         self.open.pop(task.id, None)
         state = self.state(task.state)
         if isinstance(state, WaitState) and state.pauses_clock:
@@ -484,7 +507,7 @@ class _Step:
 
     async def finish_branch(self, token: TokenRow, outcome: str) -> None:
         token.status, token.outcome = "done", outcome
-        await store.save_token(self.conn, token)
+        self.save_token(token)
         if not (token.parent_id is not None):
             raise RuntimeError("workflow invariant broken: token.parent_id is not None")
         parent = self.tokens[token.parent_id]
@@ -531,7 +554,7 @@ class _Step:
             await self.close_task(task, status="cancelled", action=None)
             await self.history("cancelled", task_id=task.id, from_state=task.state)
         token.status = "cancelled"
-        await store.save_token(self.conn, token)
+        self.save_token(token)
 
     async def end(self, outcome: str) -> None:
         for task in list(self.open.values()):
@@ -710,12 +733,12 @@ class _Step:
         }
         if timer.kind == "warn":
             task.warned = True
-            await store.save_task(self.conn, task)
+            self.save_task(task)
             await self.history("deadline_warned", task_id=task.id, from_state=task.state, due_at=task.due_at)
             await self.publish(DeadlineWarned(**fields))
             return
         task.breached = True
-        await store.save_task(self.conn, task)
+        self.save_task(task)
         await self.history("deadline_breached", task_id=task.id, from_state=task.state, due_at=task.due_at)
         notify = tuple(e.role for e in state.deadline.on_breach if isinstance(e, Notify))
         await self.publish(DeadlineBreached(**fields, notify=notify))
@@ -727,7 +750,7 @@ class _Step:
             elif isinstance(escalation, Reassign):
                 unit_path = await self.unit_path(escalation.unit) if escalation.unit else task.unit_path
                 task.role, task.unit_path, task.assignee = escalation.role, unit_path, None
-                await store.save_task(self.conn, task)
+                self.save_task(task)
                 await self.history(
                     "escalated",
                     task_id=task.id,
@@ -855,10 +878,47 @@ async def act(
 ) -> ActionResult:
     """Take `action` on an open task. Refusals: 404 unknown, 409 already done or claimed by
     another, 412 stale `expected_version`, 403 not the actor's, 422 not allowed or incomplete."""
-    step = await _locked_for_task(conn, task_id, actor)
+    found, _ = await store.lock_step_of_task(conn, task_id)
+    step = await _visible(conn, found, task_id, actor)
+    return await _act(step, task_id, action, comment, attachments, data, expected_version, claim=None)
+
+
+async def act_once(
+    conn: Connection,
+    task_id: UUID,
+    *,
+    claim: idempotency.Claim,
+    action: str,
+    actor: Actor,
+    comment: str | None = None,
+    attachments: list[Any] | None = None,
+    data: dict[str, Any] | None = None,
+    expected_version: int | None = None,
+) -> ActionResult | idempotency.Stored:
+    """`act` under an Idempotency-Key (`claim`): the key is reserved in the step's first
+    statement and the result kept under it in its last. A key already answered returns the
+    reply it kept (`Stored`), and nothing else happens."""
+    found, replay = await store.lock_step_of_task(conn, task_id, claim)
+    if replay is not None:
+        return replay
+    step = await _visible(conn, found, task_id, actor)
+    return await _act(step, task_id, action, comment, attachments, data, expected_version, claim=claim)
+
+
+async def _act(
+    step: _Step,
+    task_id: UUID,
+    action: str,
+    comment: str | None,
+    attachments: list[Any] | None,
+    data: dict[str, Any] | None,
+    expected_version: int | None,
+    *,
+    claim: idempotency.Claim | None,
+) -> ActionResult:
     task = step.open.get(task_id)
     if task is None:
-        done = await store.task(conn, task_id)
+        done = await store.task(step.conn, task_id)
         if not (done is not None):
             raise RuntimeError("workflow invariant broken: done is not None")
         raise Conflict(
@@ -871,8 +931,11 @@ async def act(
             f"The task changed since you read it (version {task.version}, you had {expected_version}); reload it."
         )
     await step.apply(task, action, comment=comment, attachments=attachments or [], data=data or {})
-    await step.save()
-    return ActionResult(task=_task_view(step.definition, task, step.now), instance=await _instance_view(step))
+    result = ActionResult(
+        task=_task_view(step.definition, task, step.now), instance=await _instance_view(step)
+    )
+    await step.save(None if claim is None else claim.answer(200, result))
+    return result
 
 
 async def claim(
@@ -910,7 +973,7 @@ async def claim(
             raise Conflict("Another person has already claimed this task.")
         task.assignee = actor.subject
         event = "claimed"
-    await store.save_task(conn, task)
+    step.save_task(task)
     used = grant if event == "claimed" else (supervisor or grant)
     await step.history(
         event,
@@ -971,7 +1034,7 @@ async def reassign(
         )
     before = {"role": task.role, "unit": task.unit_path, "assignee": task.assignee}
     task.role, task.unit_path, task.assignee = new_role, new_path, assignee
-    await store.save_task(conn, task)
+    step.save_task(task)
     await step.history(
         "reassigned",
         task_id=task.id,
@@ -1033,7 +1096,13 @@ async def fire_due_timers(conn: Connection, *, limit: int = 200) -> int:
 
 
 async def _locked_for_task(conn: Connection, task_id: UUID, actor: Actor) -> _Step:
-    step = await _Step.locked_for_task(conn, task_id, actor)
+    found, _ = await store.lock_step_of_task(conn, task_id)
+    return await _visible(conn, found, task_id, actor)
+
+
+async def _visible(conn: Connection, found: store.LockedStep | None, task_id: UUID, actor: Actor) -> _Step:
+    """The step on the task's instance, if the actor may see the task; else 404."""
+    step = None if found is None else await _Step.of_task(conn, found, actor)
     if step is None or not await _may_see(step, task_id):
         raise NotFound("No such task.")
     return step

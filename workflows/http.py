@@ -13,14 +13,15 @@ from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 
 from identity.api import ROLES, current_principal, require_role, require_signed_in, unit_codes, unit_path
+from onewindow import idempotency
 from onewindow.db import Connection
 from onewindow.errors import FieldError, NotFound, RuleViolation, ValidationFailed
 from onewindow.idempotency import HEADER as IDEMPOTENCY_HEADER
-from onewindow.web import decode_cursor, encode_cursor, etag, idempotent
+from onewindow.web import decode_cursor, encode_cursor, etag, replay
 from workflows import engine, store
 from workflows.definitions import Change, diff, parse
 from workflows.model import Definition
-from workflows.views import ActionResult, Actor, InstanceView, TaskView
+from workflows.views import Actor, InstanceView, TaskView
 
 _MAX_VERSION: Final = 2_147_483_647  # the column is an int4: a larger number is a 400, not a 500
 Version = Annotated[int, PathParameter(ge=1, le=_MAX_VERSION, description="A version number.")]
@@ -207,28 +208,26 @@ class TaskController(Controller):
         if_match: IfMatch = None,
     ) -> Response[Any]:
         actor = _actor(request)
-        expected = _version(if_match)
-
-        async def run() -> ActionResult:
-            return await engine.act(
-                conn,
-                task_id,
-                action=data.action,
-                actor=actor,
-                comment=data.comment,
-                attachments=list(data.attachments),
-                data=dict(data.data),
-                expected_version=expected,
-            )
-
-        return await idempotent(
-            conn,
+        claim = idempotency.Claim.of(
             principal=actor.subject,
             scope="workflows.task-action",
             key=idempotency_key,
             request=[str(task_id), msgspec.to_builtins(data)],
-            run=run,
         )
+        result = await engine.act_once(
+            conn,
+            task_id,
+            claim=claim,
+            action=data.action,
+            actor=actor,
+            comment=data.comment,
+            attachments=list(data.attachments),
+            data=dict(data.data),
+            expected_version=_version(if_match),
+        )
+        if isinstance(result, idempotency.Stored):
+            return replay(result)
+        return Response(result)
 
     @post(
         "/{task_id:uuid}/reassign",

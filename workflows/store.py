@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
 import msgspec
 
-from onewindow import outbox
+from onewindow import idempotency, outbox
 from onewindow.db import Connection, row_as, rows_as
 from onewindow.events import Event
 
@@ -306,11 +307,31 @@ class LockedStep(msgspec.Struct, frozen=True):
     tasks: list[TaskRow]
 
 
-async def lock_step_of_task(conn: Connection, task_id: UUID) -> LockedStep | None:
+async def lock_step_of_task(
+    conn: Connection, task_id: UUID, claim: idempotency.Claim | None = None
+) -> tuple[LockedStep | None, idempotency.Stored | None]:
     """`lock_instance` for the instance a task belongs to, with its tokens and open tasks (as
-    `work` reads them, after the lock), in one round trip (migration 0011)."""
-    found = await conn.fetchval("SELECT workflows.lock_step_of_task($1)", task_id)
-    return None if found is None else msgspec.convert(found, LockedStep)
+    `work` reads them, after the lock), in one round trip (migrations 0011, 0015). With `claim`,
+    its Idempotency-Key is reserved first, in the same statement: a key already answered gives
+    the stored reply (the lock, taken too, does no harm)."""
+    if claim is None:
+        found = await conn.fetchval("SELECT workflows.lock_task_step($1)::text", task_id)
+        return (None if found is None else msgspec.json.decode(found, type=LockedStep)), None
+    reserving, values = claim.reserving(2)
+    # The subquery (kept apart by OFFSET 0) is evaluated first: the key before the lock.
+    row = await conn.fetchrow(
+        f"SELECT r.answered, workflows.lock_task_step($1)::text AS step"
+        f" FROM (SELECT {reserving} AS answered OFFSET 0) r",
+        task_id,
+        *values,
+    )
+    if not (row is not None):
+        raise RuntimeError("workflow invariant broken: a SELECT without FROM returns a row")
+    replay = idempotency.stored(row["answered"])
+    if replay is not None:
+        return None, replay
+    found = row["step"]
+    return (None if found is None else msgspec.json.decode(found, type=LockedStep)), None
 
 
 async def try_lock_instance(conn: Connection, instance_id: UUID) -> tuple[InstanceRow, int] | None:
@@ -372,19 +393,6 @@ async def insert_token(
         state,
     )
     return row_as(row, TokenRow)
-
-
-async def save_token(conn: Connection, token: TokenRow) -> None:
-    await conn.execute(
-        "UPDATE workflows.tokens SET state = $2, status = $3, outcome = $4, resume_state = $5, resume_s = $6"
-        " WHERE id = $1",
-        token.id,
-        token.state,
-        token.status,
-        token.outcome,
-        token.resume_state,
-        token.resume_s,
-    )
 
 
 # --- tasks -------------------------------------------------------------------------------------
@@ -458,35 +466,6 @@ async def instance_tasks(conn: Connection, instance_id: UUID) -> list[TaskRow]:
         f"SELECT {_TASK} FROM workflows.tasks WHERE instance_id = $1 ORDER BY created_at, id", instance_id
     )
     return rows_as(rows, TaskRow)
-
-
-async def save_task(conn: Connection, task: TaskRow, *, drop_timers: bool = False) -> None:
-    """Write the task's changes; `drop_timers` also removes its unfired timers (a closed task's
-    deadline no longer runs), in the same statement."""
-    await conn.execute(
-        """
-        WITH saved AS (
-            UPDATE workflows.tasks SET role = $2, unit_path = $3, assignee = $4, status = $5, due_at = $6,
-                warned = $7, breached = $8, completed_at = $9, completed_by = $10, action = $11,
-                version = version + 1
-            WHERE id = $1
-        )
-        DELETE FROM workflows.timers WHERE $12 AND task_id = $1 AND fired_at IS NULL
-        """,
-        task.id,
-        task.role,
-        task.unit_path,
-        task.assignee,
-        task.status,
-        task.due_at,
-        task.warned,
-        task.breached,
-        task.completed_at,
-        task.completed_by,
-        task.action,
-        drop_timers,
-    )
-    task.version += 1
 
 
 _INBOX_FILTERS = """
@@ -671,20 +650,41 @@ WITH saved AS (
         remaining_s = $7, warned = $8, breached = $9, pauses = $10, version = version + 1
     WHERE $11 AND id = $1
     RETURNING id
+), tasks_saved AS (
+    UPDATE workflows.tasks t SET role = v.role, unit_path = v.unit_path, assignee = v.assignee,
+        status = v.status, due_at = v.due_at, warned = v.warned, breached = v.breached,
+        completed_at = v.completed_at, completed_by = v.completed_by, action = v.action, version = v.version
+    FROM json_to_recordset($13::json) AS v(id uuid, role text, unit_path text, assignee text, status text,
+        due_at timestamptz, warned boolean, breached boolean, completed_at timestamptz, completed_by text,
+        action text, version integer)
+    WHERE t.id = v.id
+    RETURNING t.id
+), timers_dropped AS (
+    DELETE FROM workflows.timers WHERE task_id IN (SELECT value::uuid FROM json_array_elements_text($14::json))
+        AND fired_at IS NULL
+), tokens_saved AS (
+    UPDATE workflows.tokens k SET state = v.state, status = v.status, outcome = v.outcome,
+        resume_state = v.resume_state, resume_s = v.resume_s
+    FROM json_to_recordset($15::json) AS v(id uuid, state text, status text, outcome text,
+        resume_state text, resume_s bigint)
+    WHERE k.id = v.id
+    RETURNING k.id
 ), recorded AS (
     INSERT INTO workflows.history (instance_id, task_id, at, event, actor, actor_name, actor_role,
         actor_unit, action, from_state, to_state, comment, attachments, data, due_at)
     SELECT h.instance_id, h.task_id, h.at, h.event, h.actor, h.actor_name, h.actor_role, h.actor_unit,
         h.action, h.from_state, h.to_state, h.comment, h.attachments, h.data, h.due_at
-    FROM ROWS FROM (jsonb_to_recordset($12::jsonb) AS (
+    FROM ROWS FROM (json_to_recordset($12::json) AS (
         instance_id uuid, task_id uuid, at timestamptz, event text, actor text, actor_name text,
         actor_role text, actor_unit text, action text, from_state text, to_state text, comment text,
         attachments jsonb, data jsonb, due_at timestamptz)) WITH ORDINALITY AS h
     ORDER BY h.ordinality
     RETURNING seq
-), published AS ({published})
-SELECT (SELECT count(*) FROM saved), (SELECT count(*) FROM recorded), (SELECT count(*) FROM published)
+), published AS ({published}){answered}
+SELECT (SELECT count(*) FROM saved), (SELECT count(*) FROM tasks_saved), (SELECT count(*) FROM tokens_saved),
+    (SELECT count(*) FROM recorded), (SELECT count(*) FROM published)
 """
+_EVENTS_PARAM = 16
 
 
 async def flush(
@@ -692,14 +692,22 @@ async def flush(
     instance: InstanceRow,
     *,
     instance_changed: bool,
+    tasks: Sequence[TaskRow],
+    drop_timers: Sequence[UUID],
+    tokens: Sequence[TokenRow],
     history: list[HistoryEntry],
     events: list[Event],
+    answer: idempotency.Answer | None = None,
 ) -> None:
-    """A step's writes that nothing reads back within the step, in one round trip: the instance
-    row (when it changed), its new history entries and its events for the outbox, in order."""
-    published, staged_events = outbox.staged(events, 13)
+    """A step's writes, in one round trip: the instance row (when it changed), the tasks and
+    tokens it changed (rows that exist already: inserts are not staged; a task's version is
+    written as given), the unfired timers of the tasks in `drop_timers` (closed: their deadlines
+    no longer run), its new history entries and its events for the outbox, in order, and
+    `answer`, the reply an Idempotency-Key keeps."""
+    published, staged_events = outbox.staged(events, _EVENTS_PARAM)
+    answered, answer_args = ("", []) if answer is None else answer.staged(_EVENTS_PARAM + 1)
     await conn.execute(
-        _FLUSH.replace("{published}", published),
+        _FLUSH.replace("{published}", published).replace("{answered}", answered),
         instance.id,
         instance.status,
         instance.outcome,
@@ -712,7 +720,11 @@ async def flush(
         instance.pauses,
         instance_changed,
         history,
+        tasks,
+        drop_timers,
+        tokens,
         staged_events,
+        *answer_args,
     )
 
 

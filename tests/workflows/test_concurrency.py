@@ -6,8 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 import pytest
 
+from onewindow import idempotency
 from onewindow.db import PoolDatabase
 from onewindow.errors import Conflict
 from onewindow.settings import Settings
@@ -15,7 +17,7 @@ from onewindow.worker import cron_jobs
 from tests.workflows.conftest import Clock, Subjects, officer, upload
 from tests.workflows.test_engine import PERMIT, local
 from workflows import engine, store
-from workflows.api import Actor
+from workflows.api import ActionResult, Actor
 from workflows.jobs import fire_deadlines
 
 
@@ -128,3 +130,50 @@ async def test_the_worker_job_catches_up_in_batches(committed: PoolDatabase, clo
     assert await fire_deadlines({"db": committed}) == 60 * 4
     assert await fire_deadlines({"db": committed}) == 0
     assert any(job.coroutine is fire_deadlines for job in cron_jobs())
+
+
+async def test_one_idempotency_key_sent_twice_at_once_acts_once(committed: PoolDatabase) -> None:
+    """The second request with a key waits for the first's transaction: committed, it gets the
+    first reply (nothing acts twice); rolled back, it goes ahead as the first."""
+    async with committed.transaction() as conn:
+        await upload(conn, PERMIT)
+        started = await engine.start(
+            conn, subject_kind="test", subject_id="retry", definition_key="permit", actor=Actor.system()
+        )
+    task_id = started.open_tasks[0].id
+    claim = idempotency.Claim.of(principal="one", scope="test.act", key="k-1", request=[str(task_id)])
+
+    class Crash(Exception):
+        pass
+
+    async def send(*, hold: float, crash: bool = False) -> Any:
+        async with committed.transaction() as conn:
+            result = await engine.act_once(
+                conn, task_id, claim=claim, action="accept", actor=officer(subject="one")
+            )
+            await asyncio.sleep(hold)  # the retry arrives meanwhile and must wait
+            if crash:
+                raise Crash
+        return result
+
+    async def retry() -> Any:
+        await asyncio.sleep(0.05)
+        return await send(hold=0)
+
+    results: tuple[Any, Any] = await asyncio.gather(
+        send(hold=0.3, crash=True), retry(), return_exceptions=True
+    )
+    crashed, acted = results
+    assert isinstance(crashed, Crash)
+    assert isinstance(acted, ActionResult)  # the first rolled back: the retry acted
+    again, replay = await asyncio.gather(send(hold=0.3), retry())
+    assert isinstance(again, idempotency.Stored)  # ... and its reply is what later sends get
+    assert isinstance(replay, idempotency.Stored)
+    assert replay.reply == msgspec.json.decode(msgspec.json.encode(acted))
+    async with committed.connection() as conn:
+        history = await store.history(conn, started.id)
+    assert [h.event for h in history] == ["started", "action"]
+    other = idempotency.Claim.of(principal="one", scope="test.act", key="k-1", request=["another"])
+    async with committed.transaction() as conn:
+        with pytest.raises(idempotency.KeyReused):
+            await engine.act_once(conn, task_id, claim=other, action="accept", actor=officer(subject="one"))
