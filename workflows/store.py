@@ -644,12 +644,12 @@ class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
     due_at: datetime | None = None
 
 
+# Each part is a data-modifying CTE: PostgreSQL runs every one to completion, read or not.
 _FLUSH = """
 WITH saved AS (
     UPDATE workflows.instances SET status = $2, outcome = $3, vars = $4, ended_at = $5, due_at = $6,
         remaining_s = $7, warned = $8, breached = $9, pauses = $10, version = version + 1
     WHERE $11 AND id = $1
-    RETURNING id
 ), tasks_saved AS (
     UPDATE workflows.tasks t SET role = v.role, unit_path = v.unit_path, assignee = v.assignee,
         status = v.status, due_at = v.due_at, warned = v.warned, breached = v.breached,
@@ -658,7 +658,6 @@ WITH saved AS (
         due_at timestamptz, warned boolean, breached boolean, completed_at timestamptz, completed_by text,
         action text, version integer)
     WHERE t.id = v.id
-    RETURNING t.id
 ), timers_dropped AS (
     DELETE FROM workflows.timers WHERE task_id IN (SELECT value::uuid FROM json_array_elements_text($14::json))
         AND fired_at IS NULL
@@ -668,7 +667,6 @@ WITH saved AS (
     FROM json_to_recordset($15::json) AS v(id uuid, state text, status text, outcome text,
         resume_state text, resume_s bigint)
     WHERE k.id = v.id
-    RETURNING k.id
 ), recorded AS (
     INSERT INTO workflows.history (instance_id, task_id, at, event, actor, actor_name, actor_role,
         actor_unit, action, from_state, to_state, comment, attachments, data, due_at)
@@ -679,10 +677,8 @@ WITH saved AS (
         actor_role text, actor_unit text, action text, from_state text, to_state text, comment text,
         attachments jsonb, data jsonb, due_at timestamptz)) WITH ORDINALITY AS h
     ORDER BY h.ordinality
-    RETURNING seq
 ), published AS ({published}){answered}
-SELECT (SELECT count(*) FROM saved), (SELECT count(*) FROM tasks_saved), (SELECT count(*) FROM tokens_saved),
-    (SELECT count(*) FROM recorded), (SELECT count(*) FROM published)
+SELECT 1
 """
 _EVENTS_PARAM = 16
 
