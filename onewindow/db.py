@@ -56,8 +56,8 @@ def _decode_jsonb(data: bytes) -> Any:
     return msgspec.json.decode(data[1:])
 
 
-def _encode_json(value: Any) -> str:
-    return msgspec.json.encode(value).decode()
+def _encode_json(value: Any) -> bytes:
+    return msgspec.json.encode(value)
 
 
 async def register_codecs(conn: Connection) -> None:
@@ -65,7 +65,10 @@ async def register_codecs(conn: Connection) -> None:
     await conn.set_type_codec(
         "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb, format="binary"
     )
-    await conn.set_type_codec("json", schema="pg_catalog", encoder=_encode_json, decoder=msgspec.json.decode)
+    # json's binary wire format is its text: msgspec's bytes go as they are, both ways.
+    await conn.set_type_codec(
+        "json", schema="pg_catalog", encoder=_encode_json, decoder=msgspec.json.decode, format="binary"
+    )
 
 
 class Database(Protocol):
