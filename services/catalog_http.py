@@ -348,6 +348,16 @@ _BUNDLE_EXAMPLE = {
     "version": 1,
     **{key: value for key, value in _BUNDLE_BODY_EXAMPLE.items() if key != "note"},
 }
+_BUNDLE_DETAIL_EXAMPLE = {
+    "bundle": _BUNDLE_EXAMPLE,
+    "items": [_SUMMARY_EXAMPLE],
+    "form_schema": _FORM_EXAMPLE,
+    "checklist": _CHECKLIST_EXAMPLE,
+    "promised_days": 10,
+    "fee_minor": 0,
+    "channels": ["online", "app", "counter"],
+    "min_assurance": "substantial",
+}
 
 
 # --- shaping -------------------------------------------------------------------------------------
@@ -771,16 +781,7 @@ class CatalogController(Controller):
                 "The reply",
                 example(
                     "A bundle",
-                    {
-                        "bundle": _BUNDLE_EXAMPLE,
-                        "items": [_SUMMARY_EXAMPLE],
-                        "form_schema": _FORM_EXAMPLE,
-                        "checklist": _CHECKLIST_EXAMPLE,
-                        "promised_days": 10,
-                        "fee_minor": 0,
-                        "channels": ["online", "app", "counter"],
-                        "min_assurance": "substantial",
-                    },
+                    _BUNDLE_DETAIL_EXAMPLE,
                 ),
                 generate_examples=True,
             )
@@ -974,16 +975,7 @@ class CatalogController(Controller):
                 "The version published (201 when the bundle is new)",
                 example(
                     "Published",
-                    {
-                        "bundle": _BUNDLE_EXAMPLE,
-                        "items": [_SUMMARY_EXAMPLE],
-                        "form_schema": _FORM_EXAMPLE,
-                        "checklist": _CHECKLIST_EXAMPLE,
-                        "promised_days": 10,
-                        "fee_minor": 0,
-                        "channels": ["online", "app", "counter"],
-                        "min_assurance": "substantial",
-                    },
+                    _BUNDLE_DETAIL_EXAMPLE,
                 ),
                 generate_examples=True,
             )
