@@ -7,56 +7,23 @@ import base64
 import hashlib
 import re
 import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
-import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from identity.credentials import totp_at_step, totp_step
 from identity.oidc import LOA_LOW, LOA_SUBSTANTIAL
-from identity.seed import seed_demo
 from onewindow.db import Connection
 from onewindow.settings import Settings
-from tests.conftest import RollbackDatabase, app_client, build_app
+from tests.identity.conftest import field, sign_in_with_password
 
-PASSWORD = "onewindow-demo"
 APP = "citizen-app"
 APP_REDIRECT = "http://127.0.0.1:53999/callback"
 SECURITY = "/account/security"
-
-
-@pytest.fixture
-async def browser(
-    settings: Settings, db: RollbackDatabase, conn: Connection
-) -> AsyncIterator[httpx.AsyncClient]:
-    await seed_demo(conn, settings)
-    async with app_client(build_app(settings, db)) as client:
-        yield client
-
-
-def _field(page: str, name: str) -> str:
-    found = re.search(rf'name="{name}" value="([^"]*)"', page)
-    assert found, page
-    return found.group(1).replace("&amp;", "&")
-
-
-async def _password(browser: httpx.AsyncClient, username: str, return_to: str) -> httpx.Response:
-    page = (await browser.get("/login", params={"return_to": return_to, "lang": "en"})).text
-    return await browser.post(
-        "/login",
-        data={
-            "csrf_token": _field(page, "csrf_token"),
-            "return_to": _field(page, "return_to"),
-            "lang": "en",
-            "login": username,
-            "password": PASSWORD,
-        },
-    )
 
 
 async def _code_form(browser: httpx.AsyncClient, path: str, code: str) -> httpx.Response:
@@ -65,7 +32,7 @@ async def _code_form(browser: httpx.AsyncClient, path: str, code: str) -> httpx.
     action = re.search(r'<form method="post" action="([^"]+)"', page)
     assert action, page
     return await browser.post(
-        action.group(1), data={"csrf_token": _field(page, "csrf_token"), "lang": "en", "code": code}
+        action.group(1), data={"csrf_token": field(page, "csrf_token"), "lang": "en", "code": code}
     )
 
 
@@ -78,7 +45,7 @@ async def _enrol(
     browser: httpx.AsyncClient, conn: Connection, username: str = "citizen1"
 ) -> tuple[str, list[str]]:
     """Sign in with the password alone, then enrol on the account page; the key and recovery codes."""
-    signed_in = await _password(browser, username, SECURITY)
+    signed_in = await sign_in_with_password(browser, username, SECURITY)
     assert signed_in.status_code == 303, signed_in.text
     overview = await browser.get(SECURITY, params={"lang": "en"})
     assert overview.status_code == 200
@@ -90,7 +57,7 @@ async def _enrol(
     secret = re.search(r'id="totp-secret">([^<]+)<', page.text)
     assert secret
     key = secret.group(1).replace(" ", "")
-    csrf = _field(page.text, "csrf_token")
+    csrf = field(page.text, "csrf_token")
 
     wrong = await browser.post(f"{SECURITY}/totp", data={"csrf_token": csrf, "lang": "en", "code": "000000"})
     assert wrong.status_code == 400
@@ -221,7 +188,7 @@ async def test_a_new_sign_in_after_enrolment_asks_for_the_code_and_reaches_subst
     assert first.status_code == 303
     assert first.headers["location"].startswith("/login?")
     return_to = parse_qs(urlsplit(first.headers["location"]).query)["return_to"][0]
-    password = await _password(browser, "citizen1", return_to)
+    password = await sign_in_with_password(browser, "citizen1", return_to)
     assert password.headers["location"] == "/login/mfa?lang=en"
     coded = await _code_form(browser, "/login/mfa", _next_code(key))
     assert coded.status_code == 303
@@ -234,7 +201,7 @@ async def test_a_new_sign_in_after_enrolment_asks_for_the_code_and_reaches_subst
 async def test_without_a_second_factor_substantial_fails_closed_pointing_to_the_account_page(
     browser: httpx.AsyncClient, conn: Connection
 ) -> None:
-    await _password(browser, "citizen1", "/")
+    await sign_in_with_password(browser, "citizen1", "/")
     _, challenge = _pkce()
     reply = await browser.get(_authorize(challenge, acr_values=LOA_SUBSTANTIAL))
     assert reply.status_code == 302
@@ -271,7 +238,7 @@ async def test_removal_needs_a_current_code_and_a_recent_sign_in(
 
 
 async def test_forms_without_the_csrf_token_are_refused(browser: httpx.AsyncClient, conn: Connection) -> None:
-    await _password(browser, "citizen1", SECURITY)
+    await sign_in_with_password(browser, "citizen1", SECURITY)
     page = await browser.get(f"{SECURITY}/totp", params={"lang": "en"})
     secret = re.search(r'id="totp-secret">([^<]+)<', page.text)
     assert secret
@@ -298,7 +265,7 @@ async def test_staff_who_must_use_a_second_factor_cannot_remove_it(
     browser: httpx.AsyncClient, conn: Connection, settings: Settings
 ) -> None:
     assert settings.mfa_required_for_staff
-    first = await _password(browser, "officer1", SECURITY)
+    first = await sign_in_with_password(browser, "officer1", SECURITY)
     assert first.headers["location"] == "/login/mfa/setup?lang=en"
     page = (await browser.get("/login/mfa/setup")).text
     secret = re.search(r'id="totp-secret">([^<]+)<', page)
@@ -306,7 +273,7 @@ async def test_staff_who_must_use_a_second_factor_cannot_remove_it(
     key = secret.group(1).replace(" ", "")
     code = totp_at_step(key, totp_step(datetime.now(UTC)))
     enrolled = await browser.post(
-        "/login/mfa/setup", data={"csrf_token": _field(page, "csrf_token"), "lang": "en", "code": code}
+        "/login/mfa/setup", data={"csrf_token": field(page, "csrf_token"), "lang": "en", "code": code}
     )
     assert enrolled.status_code == 200
     refused = await _code_form(browser, SECURITY, _next_code(key))

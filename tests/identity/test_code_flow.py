@@ -12,7 +12,6 @@ import base64
 import hashlib
 import re
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -22,15 +21,12 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from identity.oidc import LOA_LOW
-from identity.seed import seed_demo
 from onewindow.db import Connection
 from onewindow.settings import Settings
-from tests.conftest import RollbackDatabase, app_client, build_app
 
 APP = "citizen-app"
 APP_REDIRECT = "http://127.0.0.1:53999/callback"  # registered without a port: RFC 8252 loopback
 CONSOLE = ("console", "console-demo-secret")
-DEMO_PASSWORD = "onewindow-demo"
 
 
 @dataclass
@@ -43,15 +39,6 @@ class Pkce:
         verifier = secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
         return cls(verifier, challenge)
-
-
-@pytest.fixture
-async def browser(
-    settings: Settings, db: RollbackDatabase, conn: Connection
-) -> AsyncIterator[httpx.AsyncClient]:
-    await seed_demo(conn, settings)
-    async with app_client(build_app(settings, db)) as client:
-        yield client
 
 
 def _authorize_url(pkce: Pkce | None, **extra: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
@@ -11,48 +10,25 @@ import pytest
 
 from identity.credentials import totp_now
 from identity.oidc import LOA_HIGH, LOA_LOW, LOA_SUBSTANTIAL
-from identity.seed import seed_demo
 from onewindow.db import Connection
 from onewindow.settings import Settings
-from tests.conftest import RollbackDatabase, app_client, build_app
-
-PASSWORD = "onewindow-demo"
+from tests.identity.conftest import field, sign_in_with_password
 
 
 @pytest.fixture
-async def browser(
-    settings: Settings, db: RollbackDatabase, conn: Connection
-) -> AsyncIterator[httpx.AsyncClient]:
+def browser(browser: httpx.AsyncClient, settings: Settings) -> httpx.AsyncClient:
     assert settings.mfa_required_for_staff  # outside demo mode, the default
-    await seed_demo(conn, settings)
-    async with app_client(build_app(settings, db)) as client:
-        yield client
-
-
-def _field(page: str, name: str) -> str:
-    found = re.search(rf'name="{name}" value="([^"]*)"', page)
-    assert found, page
-    return found.group(1)
+    return browser
 
 
 async def _password(browser: httpx.AsyncClient, username: str, return_to: str = "/after") -> httpx.Response:
-    page = (await browser.get(f"/login?return_to={return_to}&lang=en")).text
-    return await browser.post(
-        "/login",
-        data={
-            "csrf_token": _field(page, "csrf_token"),
-            "return_to": return_to,
-            "lang": "en",
-            "login": username,
-            "password": PASSWORD,
-        },
-    )
+    return await sign_in_with_password(browser, username, return_to)
 
 
 async def _post_code(browser: httpx.AsyncClient, path: str, code: str) -> httpx.Response:
     page = (await browser.get(path)).text
     return await browser.post(
-        path, data={"csrf_token": _field(page, "csrf_token"), "lang": "en", "code": code}
+        path, data={"csrf_token": field(page, "csrf_token"), "lang": "en", "code": code}
     )
 
 
@@ -78,7 +54,7 @@ async def _enrol(browser: httpx.AsyncClient, username: str) -> tuple[str, list[s
     done = await browser.post(
         "/login/mfa/setup",
         data={
-            "csrf_token": _field(page, "csrf_token"),
+            "csrf_token": field(page, "csrf_token"),
             "lang": "en",
             "code": totp_now(key, datetime.now(UTC)),
         },
