@@ -3,8 +3,12 @@ step of the sign-in page, and reading a form's hidden fields."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
+import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -15,6 +19,8 @@ from onewindow.settings import Settings
 from tests.conftest import RollbackDatabase, app_client, build_app
 
 DEMO_PASSWORD = "onewindow-demo"
+APP = "citizen-app"
+APP_REDIRECT = "http://127.0.0.1:53999/callback"  # registered without a port: RFC 8252 loopback
 
 
 @pytest.fixture
@@ -44,5 +50,31 @@ async def sign_in_with_password(browser: httpx.AsyncClient, username: str, retur
             "lang": "en",
             "login": username,
             "password": DEMO_PASSWORD,
+        },
+    )
+
+
+@dataclass
+class Pkce:
+    verifier: str
+    challenge: str
+
+    @classmethod
+    def new(cls) -> Pkce:
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+        return cls(verifier, challenge)
+
+
+async def redeem(browser: httpx.AsyncClient, code: str, pkce: Pkce) -> httpx.Response:
+    """The citizen app redeems an authorization code at the token endpoint."""
+    return await browser.post(
+        "/oauth2/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": APP_REDIRECT,
+            "client_id": APP,
+            "code_verifier": pkce.verifier,
         },
     )

@@ -3,8 +3,6 @@ more assurance than the session has gets the person stepped up with a code."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import secrets
 from datetime import UTC, datetime
@@ -19,10 +17,8 @@ from identity.credentials import totp_at_step, totp_step
 from identity.oidc import LOA_LOW, LOA_SUBSTANTIAL
 from onewindow.db import Connection
 from onewindow.settings import Settings
-from tests.identity.conftest import field, sign_in_with_password
+from tests.identity.conftest import APP, APP_REDIRECT, Pkce, field, redeem, sign_in_with_password
 
-APP = "citizen-app"
-APP_REDIRECT = "http://127.0.0.1:53999/callback"
 SECURITY = "/account/security"
 
 
@@ -107,24 +103,9 @@ def _authorize(challenge: str, **extra: str) -> str:
     return "/oauth2/authorize?" + urlencode(query)
 
 
-def _pkce() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    return verifier, base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-
-
-async def _tokens(browser: httpx.AsyncClient, location: str, verifier: str) -> dict[str, Any]:
+async def _tokens(browser: httpx.AsyncClient, location: str, pkce: Pkce) -> dict[str, Any]:
     assert location.startswith(APP_REDIRECT), location
-    code = parse_qs(urlsplit(location).query)["code"][0]
-    reply = await browser.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": APP_REDIRECT,
-            "client_id": APP,
-            "code_verifier": verifier,
-        },
-    )
+    reply = await redeem(browser, parse_qs(urlsplit(location).query)["code"][0], pkce)
     assert reply.status_code == 200, reply.text
     keys = KeySet.import_key_set((await browser.get("/oauth2/jwks")).json())
     body: dict[str, Any] = reply.json()
@@ -158,11 +139,11 @@ async def test_a_citizen_enrols_and_is_stepped_up_when_a_client_asks_for_substan
 
     # The session was signed in with the password alone: a client asking for substantial gets
     # the person asked for a code (step-up), then the tokens say substantial.
-    verifier, challenge = _pkce()
-    silent = await browser.get(_authorize(challenge, acr_values=LOA_SUBSTANTIAL, prompt="none"))
+    pkce = Pkce.new()
+    silent = await browser.get(_authorize(pkce.challenge, acr_values=LOA_SUBSTANTIAL, prompt="none"))
     assert silent.status_code == 302  # prompt=none: no page may be shown, so no step-up
     assert parse_qs(urlsplit(silent.headers["location"]).query)["error"] == ["interaction_required"]
-    asked = await browser.get(_authorize(challenge, acr_values=LOA_SUBSTANTIAL, ui_locales="en"))
+    asked = await browser.get(_authorize(pkce.challenge, acr_values=LOA_SUBSTANTIAL, ui_locales="en"))
     assert asked.status_code == 303, asked.text
     assert asked.headers["location"] == "/login/mfa?lang=en"
     wrong = await _code_form(browser, "/login/mfa", "000000")
@@ -172,7 +153,7 @@ async def test_a_citizen_enrols_and_is_stepped_up_when_a_client_asks_for_substan
     assert stepped.headers["location"].startswith("/oauth2/authorize?")
     back = await browser.get(stepped.headers["location"])
     assert back.status_code == 302, back.text
-    claims = await _tokens(browser, back.headers["location"], verifier)
+    claims = await _tokens(browser, back.headers["location"], pkce)
     assert claims["id"]["acr"] == LOA_SUBSTANTIAL
     assert claims["id"]["amr"] == ["pwd", "otp"]
     assert claims["access"]["acr"] == LOA_SUBSTANTIAL
@@ -183,8 +164,8 @@ async def test_a_new_sign_in_after_enrolment_asks_for_the_code_and_reaches_subst
 ) -> None:
     key, _ = await _enrol(browser, conn)
     await conn.execute("UPDATE identity.sessions SET ended_at = now()")
-    verifier, challenge = _pkce()
-    first = await browser.get(_authorize(challenge, acr_values=LOA_SUBSTANTIAL))
+    pkce = Pkce.new()
+    first = await browser.get(_authorize(pkce.challenge, acr_values=LOA_SUBSTANTIAL))
     assert first.status_code == 303
     assert first.headers["location"].startswith("/login?")
     return_to = parse_qs(urlsplit(first.headers["location"]).query)["return_to"][0]
@@ -193,7 +174,7 @@ async def test_a_new_sign_in_after_enrolment_asks_for_the_code_and_reaches_subst
     coded = await _code_form(browser, "/login/mfa", _next_code(key))
     assert coded.status_code == 303
     back = await browser.get(coded.headers["location"])
-    claims = await _tokens(browser, back.headers["location"], verifier)
+    claims = await _tokens(browser, back.headers["location"], pkce)
     assert claims["id"]["acr"] == LOA_SUBSTANTIAL
     assert claims["access"]["acr"] == LOA_SUBSTANTIAL
 
@@ -202,17 +183,17 @@ async def test_without_a_second_factor_substantial_fails_closed_pointing_to_the_
     browser: httpx.AsyncClient, conn: Connection
 ) -> None:
     await sign_in_with_password(browser, "citizen1", "/")
-    _, challenge = _pkce()
-    reply = await browser.get(_authorize(challenge, acr_values=LOA_SUBSTANTIAL))
+    pkce = Pkce.new()
+    reply = await browser.get(_authorize(pkce.challenge, acr_values=LOA_SUBSTANTIAL))
     assert reply.status_code == 302
     query = parse_qs(urlsplit(reply.headers["location"]).query)
     assert query["error"] == ["unmet_authentication_requirements"]
     assert SECURITY in query["error_description"][0]
     assert query["state"] == ["state-1"]
     # A low level is still met by the password alone.
-    verifier, challenge = _pkce()
-    low = await browser.get(_authorize(challenge, acr_values=LOA_LOW))
-    assert (await _tokens(browser, low.headers["location"], verifier))["id"]["acr"] == LOA_LOW
+    pkce = Pkce.new()
+    low = await browser.get(_authorize(pkce.challenge, acr_values=LOA_LOW))
+    assert (await _tokens(browser, low.headers["location"], pkce))["id"]["acr"] == LOA_LOW
 
 
 async def test_removal_needs_a_current_code_and_a_recent_sign_in(

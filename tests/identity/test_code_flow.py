@@ -8,11 +8,8 @@ a second client, acr_values failing closed, UserInfo and RP-initiated logout.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import secrets
-from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -23,22 +20,9 @@ from joserfc.jwk import KeySet
 from identity.oidc import LOA_LOW
 from onewindow.db import Connection
 from onewindow.settings import Settings
+from tests.identity.conftest import APP, APP_REDIRECT, Pkce, redeem
 
-APP = "citizen-app"
-APP_REDIRECT = "http://127.0.0.1:53999/callback"  # registered without a port: RFC 8252 loopback
 CONSOLE = ("console", "console-demo-secret")
-
-
-@dataclass
-class Pkce:
-    verifier: str
-    challenge: str
-
-    @classmethod
-    def new(cls) -> Pkce:
-        verifier = secrets.token_urlsafe(48)
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-        return cls(verifier, challenge)
 
 
 def _authorize_url(pkce: Pkce | None, **extra: str) -> str:
@@ -95,19 +79,6 @@ async def _code(browser: httpx.AsyncClient, pkce: Pkce | None, **extra: str) -> 
     return parse_qs(urlsplit(location).query)
 
 
-async def _redeem(browser: httpx.AsyncClient, code: str, pkce: Pkce) -> httpx.Response:
-    return await browser.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": APP_REDIRECT,
-            "client_id": APP,
-            "code_verifier": pkce.verifier,
-        },
-    )
-
-
 async def _jwks(browser: httpx.AsyncClient) -> KeySet:
     return KeySet.import_key_set((await browser.get("/oauth2/jwks")).json())
 
@@ -123,7 +94,7 @@ async def test_code_flow_with_pkce_gives_tokens_and_a_valid_id_token(
     pkce = Pkce.new()
     query = await _code(browser, pkce, nonce="nonce-1")
     assert query["state"] == ["state-1"]
-    tokens = await _redeem(browser, query["code"][0], pkce)
+    tokens = await redeem(browser, query["code"][0], pkce)
     assert tokens.status_code == 200, tokens.text
     body = tokens.json()
     assert {"access_token", "id_token", "refresh_token", "expires_in", "token_type"} <= set(body)
@@ -164,9 +135,9 @@ async def test_a_code_used_twice_fails_and_revokes_what_the_first_use_issued(
 ) -> None:
     pkce = Pkce.new()
     code = (await _code(browser, pkce))["code"][0]
-    first = (await _redeem(browser, code, pkce)).json()
+    first = (await redeem(browser, code, pkce)).json()
     assert await _introspect(browser, first["access_token"])
-    second = await _redeem(browser, code, pkce)
+    second = await redeem(browser, code, pkce)
     assert second.status_code == 400
     assert second.json()["error"] == "invalid_grant"
     assert not await _introspect(browser, first["access_token"])
@@ -178,7 +149,7 @@ async def test_wrong_verifier_or_redirect_uri_at_the_token_endpoint_is_invalid_g
 ) -> None:
     pkce = Pkce.new()
     code = (await _code(browser, pkce))["code"][0]
-    wrong = await _redeem(browser, code, Pkce.new())
+    wrong = await redeem(browser, code, Pkce.new())
     assert wrong.json()["error"] == "invalid_grant"
     code = (await _code(browser, pkce))["code"][0]
     other_port = await browser.post(
@@ -198,7 +169,7 @@ async def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_family(
     browser: httpx.AsyncClient,
 ) -> None:
     pkce = Pkce.new()
-    tokens = (await _redeem(browser, (await _code(browser, pkce))["code"][0], pkce)).json()
+    tokens = (await redeem(browser, (await _code(browser, pkce))["code"][0], pkce)).json()
 
     async def refresh(token: str) -> httpx.Response:
         return await browser.post(
@@ -220,7 +191,7 @@ async def test_refresh_rotates_and_a_reused_refresh_token_revokes_the_family(
 
 async def test_revoking_a_refresh_token_ends_the_family(browser: httpx.AsyncClient) -> None:
     pkce = Pkce.new()
-    tokens = (await _redeem(browser, (await _code(browser, pkce))["code"][0], pkce)).json()
+    tokens = (await redeem(browser, (await _code(browser, pkce))["code"][0], pkce)).json()
     revoked = await browser.post("/oauth2/revoke", data={"token": tokens["refresh_token"], "client_id": APP})
     assert revoked.status_code == 200
     assert not await _introspect(browser, tokens["refresh_token"])
@@ -334,7 +305,7 @@ async def test_logout_with_id_token_hint_ends_the_session_and_returns_to_the_app
     browser: httpx.AsyncClient,
 ) -> None:
     pkce = Pkce.new()
-    tokens = (await _redeem(browser, (await _code(browser, pkce))["code"][0], pkce)).json()
+    tokens = (await redeem(browser, (await _code(browser, pkce))["code"][0], pkce)).json()
     reply = await browser.get(
         "/oauth2/logout?"
         + urlencode(
@@ -371,11 +342,11 @@ async def test_signing_out_ends_refresh_tokens_of_that_session_unless_offline(
 ) -> None:
     online_pkce, offline_pkce = Pkce.new(), Pkce.new()
     online = (
-        await _redeem(
+        await redeem(
             browser, (await _code(browser, online_pkce, scope="openid profile"))["code"][0], online_pkce
         )
     ).json()
-    offline = (await _redeem(browser, (await _code(browser, offline_pkce))["code"][0], offline_pkce)).json()
+    offline = (await redeem(browser, (await _code(browser, offline_pkce))["code"][0], offline_pkce)).json()
     assert "offline_access" in offline["scope"]
     assert await _introspect(browser, online["refresh_token"])
     reply = await browser.get("/oauth2/logout?" + urlencode({"id_token_hint": online["id_token"]}))
@@ -395,7 +366,7 @@ async def test_signing_out_ends_refresh_tokens_of_that_session_unless_offline(
 
 async def test_logout_by_form_post_and_a_bad_target_signs_nobody_out(browser: httpx.AsyncClient) -> None:
     pkce = Pkce.new()
-    tokens = (await _redeem(browser, (await _code(browser, pkce))["code"][0], pkce)).json()
+    tokens = (await redeem(browser, (await _code(browser, pkce))["code"][0], pkce)).json()
     bad = await browser.post(
         "/oauth2/logout",
         data={"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "https://evil.example/"},
