@@ -12,6 +12,7 @@ reply.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -94,16 +95,29 @@ class Answer(msgspec.Struct, frozen=True):
     status: int
     reply: Any
 
-    def staged(self, param: int) -> tuple[str, list[Any]]:
-        """`finish` inside a caller's larger statement: a CTE list entry (`, answered AS (...)`)
-        to put after the caller's last CTE, and the values to bind from `$param` on."""
-        sql = (
-            ", answered AS (INSERT INTO onewindow.idempotency_keys (principal, scope, key, fingerprint,"
-            f" status, reply) VALUES (${param}, ${param + 1}, ${param + 2}, ${param + 3}, ${param + 4},"
-            f" ${param + 5}))"
-        )
-        claim = self.claim
-        return sql, [claim.principal, claim.scope, claim.key, claim.fingerprint, self.status, self.reply]
+
+def staged(answers: Sequence[Answer], param: int) -> tuple[str, list[Any]]:
+    """`finish` for several keys inside a caller's larger statement: a CTE list entry
+    (`, answered AS (...)`) to put after the caller's last CTE, and the value to bind as
+    `$param` (the rows as json: one statement text however many keys a transaction keeps)."""
+    sql = (
+        ", answered AS (INSERT INTO onewindow.idempotency_keys (principal, scope, key, fingerprint,"
+        " status, reply) SELECT a.principal, a.scope, a.key, decode(a.fingerprint, 'base64'), a.status,"
+        f" a.reply FROM json_to_recordset(${param}::json) AS a(principal text, scope text, key text,"
+        " fingerprint text, status integer, reply json))"
+    )
+    rows = [
+        {
+            "principal": answer.claim.principal,
+            "scope": answer.claim.scope,
+            "key": answer.claim.key,
+            "fingerprint": answer.claim.fingerprint,  # base64 in json (msgspec), decoded above
+            "status": answer.status,
+            "reply": answer.reply,
+        }
+        for answer in answers
+    ]
+    return sql, [rows]
 
 
 def stored(found: Any) -> Stored | None:
@@ -128,7 +142,7 @@ async def begin(conn: Connection, claim: Claim) -> Stored | None:
 
 async def finish(conn: Connection, answer: Answer) -> None:
     """Keep the reply under the key reserved by `begin`, in the same transaction."""
-    sql, values = answer.staged(1)
+    sql, values = staged([answer], 1)
     await conn.execute(f"WITH done AS (SELECT 1){sql} SELECT 1", *values)
 
 

@@ -66,6 +66,19 @@ class Settings(BaseSettings):
     db_pool_min: int = Field(default=2, ge=0, le=100, description="Connections each process keeps open.")
     db_pool_max: int = Field(default=20, ge=1, le=500, description="Most connections each process opens.")
     db_command_timeout: float = Field(default=30.0, gt=0, description="Seconds before a query is abandoned.")
+    task_action_batch: int = Field(
+        default=32,
+        ge=1,
+        le=500,
+        description="Most task actions written in one transaction when they arrive together"
+        " (workflows/batch.py); 1 gives every action a transaction of its own.",
+    )
+    task_action_batches: int = Field(
+        default=4,
+        ge=1,
+        le=100,
+        description="Most such transactions at once per process (each holds a pooled connection).",
+    )
     db_acquire_timeout: float = Field(
         default=5.0, gt=0, description="Seconds a request waits for a database connection before a 503."
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -284,18 +284,16 @@ class _Step:
     def save_token(self, token: TokenRow) -> None:
         self._tokens[token.id] = token
 
-    async def save(self, answer: idempotency.Answer | None = None) -> None:
-        """Write what the step staged: the instance row, the tasks and tokens it changed, its
-        history, its events, and `answer` (the reply its Idempotency-Key keeps). Every operation
-        on a step ends with it (before its transaction commits)."""
+    def staged(self, answer: idempotency.Answer | None = None) -> store.Staged | None:
+        """What the step staged, handed over for writing (None: nothing): the instance row, the
+        tasks and tokens it changed, its history, its events, and `answer` (the reply its
+        Idempotency-Key keeps)."""
         if not (
             self._instance_changed or self._tasks or self._tokens or self._history or self._events or answer
         ):
-            return
-        await store.flush(
-            self.conn,
-            self.instance,
-            instance_changed=self._instance_changed,
+            return None
+        staged = store.Staged(
+            instance=self.instance if self._instance_changed else None,
             tasks=list(self._tasks.values()),
             drop_timers=list(self._drop_timers),
             tokens=list(self._tokens.values()),
@@ -305,6 +303,14 @@ class _Step:
         )
         self._instance_changed, self._history, self._events = False, [], []
         self._tasks, self._drop_timers, self._tokens = {}, set(), {}
+        return staged
+
+    async def save(self) -> None:
+        """Write what the step staged, in one round trip. Every operation on a step ends with it
+        (or with `staged`, written together with other steps), before its transaction commits."""
+        staged = self.staged()
+        if staged is not None:
+            await store.flush(self.conn, [staged])
 
     def state(self, name: str) -> State:
         return self.definition.states[name]
@@ -878,31 +884,78 @@ async def act(
 ) -> ActionResult:
     """Take `action` on an open task. Refusals: 404 unknown, 409 already done or claimed by
     another, 412 stale `expected_version`, 403 not the actor's, 422 not allowed or incomplete."""
-    found, _ = await store.lock_step_of_task(conn, task_id)
-    step = await _visible(conn, found, task_id, actor)
-    return await _act(step, task_id, action, comment, attachments, data, expected_version, claim=None)
+    step = await _visible(conn, await store.lock_step_of_task(conn, task_id), task_id, actor)
+    result = await _act(step, task_id, action, comment, attachments or [], data or {}, expected_version)
+    await step.save()
+    return result
 
 
-async def act_once(
-    conn: Connection,
-    task_id: UUID,
-    *,
-    claim: idempotency.Claim,
-    action: str,
-    actor: Actor,
-    comment: str | None = None,
-    attachments: list[Any] | None = None,
-    data: dict[str, Any] | None = None,
-    expected_version: int | None = None,
-) -> ActionResult | idempotency.Stored:
-    """`act` under an Idempotency-Key (`claim`): the key is reserved in the step's first
-    statement and the result kept under it in its last. A key already answered returns the
-    reply it kept (`Stored`), and nothing else happens."""
-    found, replay = await store.lock_step_of_task(conn, task_id, claim)
-    if replay is not None:
-        return replay
-    step = await _visible(conn, found, task_id, actor)
-    return await _act(step, task_id, action, comment, attachments, data, expected_version, claim=claim)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskAction:
+    """`act` under an Idempotency-Key (`claim`), as `act_once` and `act_together` take it."""
+
+    task_id: UUID
+    claim: idempotency.Claim
+    action: str
+    actor: Actor
+    comment: str | None = None
+    attachments: list[Any] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    expected_version: int | None = None
+
+
+async def act_once(conn: Connection, action: TaskAction) -> ActionResult | idempotency.Stored:
+    """`act` under an Idempotency-Key: the key is reserved in the step's first statement and
+    the result kept under it in its last. A key already answered returns the reply it kept
+    (`Stored`), and nothing else happens."""
+    [outcome] = await act_together(conn, [action])
+    if outcome is None:
+        raise RuntimeError("workflow invariant broken: a lone action is never put off")
+    return outcome
+
+
+async def act_together(
+    conn: Connection, actions: Sequence[TaskAction]
+) -> list[ActionResult | idempotency.Stored | None]:
+    """`act_once` for several actions in one transaction, with the round trips of one: one
+    statement reserves every key and locks every instance, each action's step runs (its
+    subject's hooks too, on `conn`), one statement writes every step. Per action, in order: its
+    result, the reply its key kept, or None when it was put off (an earlier action here acts on
+    the same instance, and this one must see its effect: act on it again in a later
+    transaction). The same request sent twice with one key is put off so (its task's instance);
+    one key sent with two different requests makes the keys' row clash when written. A refusal
+    or an error raises, for the whole transaction: roll it back and act on each alone
+    (`act_once`) to give each its own answer."""
+    found = await store.lock_steps_of_tasks(conn, [(a.task_id, a.claim) for a in actions])
+    outcomes: list[ActionResult | idempotency.Stored | None] = []
+    staged: list[store.Staged] = []
+    instances: set[UUID] = set()
+    for action, (locked, reserved) in zip(actions, found, strict=True):
+        if locked is not None and locked.instance.id in instances:
+            outcomes.append(None)
+            continue
+        replay = idempotency.stored(reserved)
+        if replay is not None:
+            outcomes.append(replay)
+            continue
+        step = await _visible(conn, locked, action.task_id, action.actor)
+        instances.add(step.instance.id)
+        result = await _act(
+            step,
+            action.task_id,
+            action.action,
+            action.comment,
+            action.attachments,
+            action.data,
+            action.expected_version,
+        )
+        outcomes.append(result)
+        done = step.staged(action.claim.answer(200, result))
+        if done is not None:
+            staged.append(done)
+    if staged:
+        await store.flush(conn, staged)
+    return outcomes
 
 
 async def _act(
@@ -910,12 +963,11 @@ async def _act(
     task_id: UUID,
     action: str,
     comment: str | None,
-    attachments: list[Any] | None,
-    data: dict[str, Any] | None,
+    attachments: list[Any],
+    data: dict[str, Any],
     expected_version: int | None,
-    *,
-    claim: idempotency.Claim | None,
 ) -> ActionResult:
+    """The action on the step (staged, not yet written: the caller saves the step)."""
     task = step.open.get(task_id)
     if task is None:
         done = await store.task(step.conn, task_id)
@@ -930,12 +982,8 @@ async def _act(
         raise PreconditionFailed(
             f"The task changed since you read it (version {task.version}, you had {expected_version}); reload it."
         )
-    await step.apply(task, action, comment=comment, attachments=attachments or [], data=data or {})
-    result = ActionResult(
-        task=_task_view(step.definition, task, step.now), instance=await _instance_view(step)
-    )
-    await step.save(None if claim is None else claim.answer(200, result))
-    return result
+    await step.apply(task, action, comment=comment, attachments=attachments, data=data)
+    return ActionResult(task=_task_view(step.definition, task, step.now), instance=await _instance_view(step))
 
 
 async def claim(
@@ -1096,7 +1144,7 @@ async def fire_due_timers(conn: Connection, *, limit: int = 200) -> int:
 
 
 async def _locked_for_task(conn: Connection, task_id: UUID, actor: Actor) -> _Step:
-    found, _ = await store.lock_step_of_task(conn, task_id)
+    found = await store.lock_step_of_task(conn, task_id)
     return await _visible(conn, found, task_id, actor)
 
 

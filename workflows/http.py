@@ -10,6 +10,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 
 from identity.api import ROLES, current_principal, require_role, require_signed_in, unit_codes, unit_path
@@ -17,8 +18,9 @@ from onewindow import idempotency
 from onewindow.db import Connection
 from onewindow.errors import FieldError, NotFound, RuleViolation, ValidationFailed
 from onewindow.idempotency import HEADER as IDEMPOTENCY_HEADER
-from onewindow.web import decode_cursor, encode_cursor, etag, replay
+from onewindow.web import decode_cursor, encode_cursor, etag, replay, resources
 from workflows import engine, store
+from workflows.batch import ActionBatcher
 from workflows.definitions import Change, diff, parse
 from workflows.model import Definition
 from workflows.views import Actor, InstanceView, TaskView
@@ -29,6 +31,7 @@ Version = Annotated[int, PathParameter(ge=1, le=_MAX_VERSION, description="A ver
 __all__ = ["WORKFLOW_CONTROLLERS"]
 
 PREFIX: Final = "/api/v1"
+_BATCHER: Final = "workflows.batcher"
 _MAX_DEFINITION_BYTES: Final = 256 * 1024
 
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Most tasks on one page (at most 200).")]
@@ -51,6 +54,18 @@ IfMatch = Annotated[
 ]
 Comment = Annotated[str, msgspec.Meta(max_length=4000)]
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+def _batcher(state: State) -> ActionBatcher:
+    """The process's task-action batcher (workflows/batch.py), made on first use."""
+    found: ActionBatcher | None = state.get(_BATCHER)
+    if found is None:
+        settings = resources(state).settings
+        found = ActionBatcher(
+            resources(state).db, most=settings.task_action_batch, concurrent=settings.task_action_batches
+        )
+        state[_BATCHER] = found
+    return found
 
 
 def _actor(request: Request[Any, Any, Any]) -> Actor:
@@ -201,12 +216,12 @@ class TaskController(Controller):
     async def act(
         self,
         request: Request[Any, Any, Any],
-        conn: Connection,
         task_id: FromPath[UUID],
         data: JSONBody[ActionRequest],
         idempotency_key: IdempotencyKey = None,
         if_match: IfMatch = None,
     ) -> Response[Any]:
+        # No `conn`: the action runs in a transaction the batcher opens, maybe with others.
         actor = _actor(request)
         claim = idempotency.Claim.of(
             principal=actor.subject,
@@ -214,9 +229,8 @@ class TaskController(Controller):
             key=idempotency_key,
             request=[str(task_id), msgspec.to_builtins(data)],
         )
-        result = await engine.act_once(
-            conn,
-            task_id,
+        action = engine.TaskAction(
+            task_id=task_id,
             claim=claim,
             action=data.action,
             actor=actor,
@@ -225,6 +239,7 @@ class TaskController(Controller):
             data=dict(data.data),
             expected_version=_version(if_match),
         )
+        result = await _batcher(request.app.state).act(action)
         if isinstance(result, idempotency.Stored):
             return replay(result)
         return Response(result)

@@ -307,31 +307,61 @@ class LockedStep(msgspec.Struct, frozen=True):
     tasks: list[TaskRow]
 
 
-async def lock_step_of_task(
-    conn: Connection, task_id: UUID, claim: idempotency.Claim | None = None
-) -> tuple[LockedStep | None, idempotency.Stored | None]:
+async def lock_step_of_task(conn: Connection, task_id: UUID) -> LockedStep | None:
     """`lock_instance` for the instance a task belongs to, with its tokens and open tasks (as
-    `work` reads them, after the lock), in one round trip (migrations 0011, 0015). With `claim`,
-    its Idempotency-Key is reserved first, in the same statement: a key already answered gives
-    the stored reply (the lock, taken too, does no harm)."""
-    if claim is None:
-        found = await conn.fetchval("SELECT workflows.lock_task_step($1)::text", task_id)
-        return (None if found is None else msgspec.json.decode(found, type=LockedStep)), None
-    reserving, values = claim.reserving(2)
-    # The subquery (kept apart by OFFSET 0) is evaluated first: the key before the lock.
-    row = await conn.fetchrow(
-        f"SELECT r.answered, workflows.lock_task_step($1)::text AS step"
-        f" FROM (SELECT {reserving} AS answered OFFSET 0) r",
-        task_id,
-        *values,
+    `work` reads them, after the lock), in one round trip (migrations 0011, 0015)."""
+    found = await conn.fetchval("SELECT workflows.lock_task_step($1)::text", task_id)
+    return None if found is None else msgspec.json.decode(found, type=LockedStep)
+
+
+# One row per task, in the order of their instances' ids (transactions that lock several
+# instances take them in one order, so they never wait for each other in a circle): its
+# Idempotency-Key reserved first (migration 0015; none when the key is NULL), then
+# `lock_step_of_task`. The reservation is volatile, so PostgreSQL evaluates it after the sort,
+# row by row, just before the lock of the same row.
+_LOCK_STEPS = """
+SELECT r.n, r.answered, workflows.lock_task_step(r.task)::text AS step
+FROM (
+    SELECT x.n, x.task,
+        CASE WHEN x.key IS NOT NULL THEN onewindow.reserve_idempotency_key(
+            x.principal, x.scope, x.key, decode(x.fingerprint, 'base64')) END AS answered
+    FROM ROWS FROM (json_to_recordset($1::json) AS (task uuid, principal text, scope text, key text,
+        fingerprint text)) WITH ORDINALITY AS x(task, principal, scope, key, fingerprint, n)
+    ORDER BY (SELECT t.instance_id FROM workflows.tasks t WHERE t.id = x.task), x.n
+    OFFSET 0
+) r
+"""
+
+
+async def lock_steps_of_tasks(
+    conn: Connection, tasks: Sequence[tuple[UUID, idempotency.Claim | None]]
+) -> list[tuple[LockedStep | None, Any]]:
+    """`lock_step_of_task` for several tasks in one round trip, each task's Idempotency-Key
+    (`claim`) reserved before its lock. Per task, in the order given: the locked step (None: no
+    such task) and what the reservation found (`idempotency.stored` reads it: None, go ahead)."""
+    rows = await conn.fetch(
+        _LOCK_STEPS,
+        [
+            {"task": task_id}
+            if claim is None
+            else {
+                "task": task_id,
+                "principal": claim.principal,
+                "scope": claim.scope,
+                "key": claim.key,
+                "fingerprint": claim.fingerprint,  # base64 in json (msgspec), decoded above
+            }
+            for task_id, claim in tasks
+        ],
     )
-    if not (row is not None):
-        raise RuntimeError("workflow invariant broken: a SELECT without FROM returns a row")
-    replay = idempotency.stored(row["answered"])
-    if replay is not None:
-        return None, replay
-    found = row["step"]
-    return (None if found is None else msgspec.json.decode(found, type=LockedStep)), None
+    found: list[tuple[LockedStep | None, Any]] = [(None, None)] * len(tasks)
+    for row in rows:
+        step = row["step"]
+        found[row["n"] - 1] = (
+            None if step is None else msgspec.json.decode(step, type=LockedStep),
+            row["answered"],
+        )
+    return found
 
 
 async def try_lock_instance(conn: Connection, instance_id: UUID) -> tuple[InstanceRow, int] | None:
@@ -644,27 +674,48 @@ class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True):
     due_at: datetime | None = None
 
 
-# Each part is a data-modifying CTE: PostgreSQL runs every one to completion, read or not.
+class Staged(msgspec.Struct, frozen=True, kw_only=True):
+    """What one step writes, as `flush` takes it: the instance row (None: unchanged), the tasks
+    and tokens it changed (rows that exist already: inserts are not staged; a task's version is
+    written as given), the tasks whose unfired timers go (closed: their deadlines no longer run),
+    its new history entries and its events for the outbox, in order, and `answer`, the reply an
+    Idempotency-Key keeps."""
+
+    instance: InstanceRow | None
+    tasks: list[TaskRow]
+    drop_timers: list[UUID]
+    tokens: list[TokenRow]
+    history: list[HistoryEntry]
+    events: list[Event]
+    answer: idempotency.Answer | None = None
+
+
+# Each part is a data-modifying CTE: PostgreSQL runs every one to completion, read or not. Every
+# part takes its rows as json, so one statement text serves one step or many.
 _FLUSH = """
 WITH saved AS (
-    UPDATE workflows.instances SET status = $2, outcome = $3, vars = $4, ended_at = $5, due_at = $6,
-        remaining_s = $7, warned = $8, breached = $9, pauses = $10, version = version + 1
-    WHERE $11 AND id = $1
+    UPDATE workflows.instances i SET status = v.status, outcome = v.outcome, vars = v.vars,
+        ended_at = v.ended_at, due_at = v.due_at, remaining_s = v.remaining_s, warned = v.warned,
+        breached = v.breached, pauses = v.pauses, version = i.version + 1
+    FROM json_to_recordset($1::json) AS v(id uuid, status text, outcome text, vars jsonb,
+        ended_at timestamptz, due_at timestamptz, remaining_s bigint, warned boolean, breached boolean,
+        pauses integer)
+    WHERE i.id = v.id
 ), tasks_saved AS (
     UPDATE workflows.tasks t SET role = v.role, unit_path = v.unit_path, assignee = v.assignee,
         status = v.status, due_at = v.due_at, warned = v.warned, breached = v.breached,
         completed_at = v.completed_at, completed_by = v.completed_by, action = v.action, version = v.version
-    FROM json_to_recordset($13::json) AS v(id uuid, role text, unit_path text, assignee text, status text,
+    FROM json_to_recordset($3::json) AS v(id uuid, role text, unit_path text, assignee text, status text,
         due_at timestamptz, warned boolean, breached boolean, completed_at timestamptz, completed_by text,
         action text, version integer)
     WHERE t.id = v.id
 ), timers_dropped AS (
-    DELETE FROM workflows.timers WHERE task_id IN (SELECT value::uuid FROM json_array_elements_text($14::json))
+    DELETE FROM workflows.timers WHERE task_id IN (SELECT value::uuid FROM json_array_elements_text($4::json))
         AND fired_at IS NULL
 ), tokens_saved AS (
     UPDATE workflows.tokens k SET state = v.state, status = v.status, outcome = v.outcome,
         resume_state = v.resume_state, resume_s = v.resume_s
-    FROM json_to_recordset($15::json) AS v(id uuid, state text, status text, outcome text,
+    FROM json_to_recordset($5::json) AS v(id uuid, state text, status text, outcome text,
         resume_state text, resume_s bigint)
     WHERE k.id = v.id
 ), recorded AS (
@@ -672,7 +723,7 @@ WITH saved AS (
         actor_unit, action, from_state, to_state, comment, attachments, data, due_at)
     SELECT h.instance_id, h.task_id, h.at, h.event, h.actor, h.actor_name, h.actor_role, h.actor_unit,
         h.action, h.from_state, h.to_state, h.comment, h.attachments, h.data, h.due_at
-    FROM ROWS FROM (json_to_recordset($12::json) AS (
+    FROM ROWS FROM (json_to_recordset($2::json) AS (
         instance_id uuid, task_id uuid, at timestamptz, event text, actor text, actor_name text,
         actor_role text, actor_unit text, action text, from_state text, to_state text, comment text,
         attachments jsonb, data jsonb, due_at timestamptz)) WITH ORDINALITY AS h
@@ -680,45 +731,23 @@ WITH saved AS (
 ), published AS ({published}){answered}
 SELECT 1
 """
-_EVENTS_PARAM = 16
+_EVENTS_PARAM = 6
 
 
-async def flush(
-    conn: Connection,
-    instance: InstanceRow,
-    *,
-    instance_changed: bool,
-    tasks: Sequence[TaskRow],
-    drop_timers: Sequence[UUID],
-    tokens: Sequence[TokenRow],
-    history: list[HistoryEntry],
-    events: list[Event],
-    answer: idempotency.Answer | None = None,
-) -> None:
-    """A step's writes, in one round trip: the instance row (when it changed), the tasks and
-    tokens it changed (rows that exist already: inserts are not staged; a task's version is
-    written as given), the unfired timers of the tasks in `drop_timers` (closed: their deadlines
-    no longer run), its new history entries and its events for the outbox, in order, and
-    `answer`, the reply an Idempotency-Key keeps."""
+async def flush(conn: Connection, steps: Sequence[Staged]) -> None:
+    """The writes of `steps` (`Staged`), in one round trip, each step's history and events in
+    their order and the steps in theirs."""
+    events = [event for step in steps for event in step.events]
+    answers = [step.answer for step in steps if step.answer is not None]
     published, staged_events = outbox.staged(events, _EVENTS_PARAM)
-    answered, answer_args = ("", []) if answer is None else answer.staged(_EVENTS_PARAM + 1)
+    answered, answer_args = ("", []) if not answers else idempotency.staged(answers, _EVENTS_PARAM + 1)
     await conn.execute(
         _FLUSH.replace("{published}", published).replace("{answered}", answered),
-        instance.id,
-        instance.status,
-        instance.outcome,
-        instance.vars,
-        instance.ended_at,
-        instance.due_at,
-        instance.remaining_s,
-        instance.warned,
-        instance.breached,
-        instance.pauses,
-        instance_changed,
-        history,
-        tasks,
-        drop_timers,
-        tokens,
+        [step.instance for step in steps if step.instance is not None],
+        [entry for step in steps for entry in step.history],
+        [task for step in steps for task in step.tasks],
+        [task_id for step in steps for task_id in step.drop_timers],
+        [token for step in steps for token in step.tokens],
         staged_events,
         *answer_args,
     )

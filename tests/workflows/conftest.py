@@ -8,15 +8,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+import httpx
 import pytest
 
 from identity import store as identity_store
 from identity.api import RoleGrant
-from onewindow.db import Connection
+from identity.keys import KeyRing
+from identity.tokens import issue_access_token
+from onewindow.db import Connection, PoolDatabase
 from onewindow.settings import Settings
+from tests.conftest import TEST_SECRET, RollbackDatabase, app_client, build_app
 from workflows import engine, store
 from workflows.api import Actor, Ending, SubjectContext, Transition
 from workflows.definitions import parse
+
+Headers = dict[str, str]
 
 
 @dataclass
@@ -143,3 +149,76 @@ async def staff_member(conn: Connection, *, role: str = "officer", unit: str = "
         conn, person_id=person_id, role=role, unit_id=found.id, granted_by=None
     )
     return str(person_id)
+
+
+@pytest.fixture
+async def departments(conn: Connection) -> None:
+    city = await identity_store.upsert_unit(
+        conn, code="demo", kind="city", parent=None, name_zh="市", name_en="City"
+    )
+    for code in ("market", "fire", "urban"):
+        await identity_store.upsert_unit(
+            conn, code=code, kind="department", parent=city, name_zh=code, name_en=code
+        )
+
+
+@pytest.fixture
+async def http(
+    settings: Settings, db: RollbackDatabase, clock: Clock, subjects: Subjects, wf: engine.Runtime
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = build_app(settings, db)
+    # create_app configured the engine for the process; the tests want their clock and kind back.
+    engine.configure(settings.model_copy(update={"timezone": "Asia/Shanghai"}), [subjects], now=clock)
+    async with app_client(app) as client:
+        yield client
+
+
+@pytest.fixture
+async def ring(db: RollbackDatabase) -> KeyRing:
+    keys = KeyRing(db, TEST_SECRET.encode())
+    await keys.load()
+    return keys
+
+
+@pytest.fixture
+def bearer(ring: KeyRing, settings: Settings) -> Any:
+    async def make(subject: str, *grants: tuple[str, str]) -> Headers:
+        roles = tuple(RoleGrant(role=role, unit=path.rsplit("/", 1)[-1], path=path) for role, path in grants)
+        token, _ = await issue_access_token(
+            ring,
+            issuer=settings.public_url,
+            subject=subject,
+            client_id="console",
+            scope="openid staff",
+            lifetime=300,
+            roles=roles,
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+    return make
+
+
+class Recorder(Subjects):
+    """Hooks that write nothing (the committed tests have no temporary table)."""
+
+    async def transitioned(self, conn: Any, transition: Any) -> None:
+        return None
+
+    async def ended(self, conn: Any, ending: Any) -> None:
+        return None
+
+
+@pytest.fixture
+async def committed(
+    committing_db: PoolDatabase, settings: Settings, clock: Clock
+) -> AsyncIterator[PoolDatabase]:
+    engine.configure(settings.model_copy(update={"timezone": "Asia/Shanghai"}), [Recorder()], now=clock)
+    try:
+        yield committing_db
+    finally:
+        async with committing_db.connection() as conn:
+            await conn.execute(
+                "TRUNCATE workflows.history, workflows.timers, workflows.tasks, workflows.tokens,"
+                " workflows.instances, workflows.delegations, workflows.definitions, onewindow.idempotency_keys"
+            )
+        engine.configure(settings)

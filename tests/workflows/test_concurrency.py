@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -12,39 +11,12 @@ import pytest
 from onewindow import idempotency
 from onewindow.db import PoolDatabase
 from onewindow.errors import Conflict
-from onewindow.settings import Settings
 from onewindow.worker import cron_jobs
-from tests.workflows.conftest import Clock, Subjects, officer, upload
+from tests.workflows.conftest import Clock, officer, upload
 from tests.workflows.test_engine import PERMIT, local
 from workflows import engine, store
 from workflows.api import ActionResult, Actor
 from workflows.jobs import fire_deadlines
-
-
-class Recorder(Subjects):
-    """Hooks that write nothing (the committed tests have no temporary table)."""
-
-    async def transitioned(self, conn: Any, transition: Any) -> None:
-        return None
-
-    async def ended(self, conn: Any, ending: Any) -> None:
-        return None
-
-
-@pytest.fixture
-async def committed(
-    committing_db: PoolDatabase, settings: Settings, clock: Clock
-) -> AsyncIterator[PoolDatabase]:
-    engine.configure(settings.model_copy(update={"timezone": "Asia/Shanghai"}), [Recorder()], now=clock)
-    try:
-        yield committing_db
-    finally:
-        async with committing_db.connection() as conn:
-            await conn.execute(
-                "TRUNCATE workflows.history, workflows.timers, workflows.tasks, workflows.tokens,"
-                " workflows.instances, workflows.delegations, workflows.definitions, onewindow.idempotency_keys"
-            )
-        engine.configure(settings)
 
 
 async def test_two_officers_act_at_once_and_one_wins(committed: PoolDatabase) -> None:
@@ -149,7 +121,10 @@ async def test_one_idempotency_key_sent_twice_at_once_acts_once(committed: PoolD
     async def send(*, hold: float, crash: bool = False) -> Any:
         async with committed.transaction() as conn:
             result = await engine.act_once(
-                conn, task_id, claim=claim, action="accept", actor=officer(subject="one")
+                conn,
+                engine.TaskAction(
+                    task_id=task_id, claim=claim, action="accept", actor=officer(subject="one")
+                ),
             )
             await asyncio.sleep(hold)  # the retry arrives meanwhile and must wait
             if crash:
@@ -176,4 +151,9 @@ async def test_one_idempotency_key_sent_twice_at_once_acts_once(committed: PoolD
     other = idempotency.Claim.of(principal="one", scope="test.act", key="k-1", request=["another"])
     async with committed.transaction() as conn:
         with pytest.raises(idempotency.KeyReused):
-            await engine.act_once(conn, task_id, claim=other, action="accept", actor=officer(subject="one"))
+            await engine.act_once(
+                conn,
+                engine.TaskAction(
+                    task_id=task_id, claim=other, action="accept", actor=officer(subject="one")
+                ),
+            )

@@ -8,7 +8,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from identity import store as identity_store
 from onewindow.db import Connection
 from onewindow.errors import Conflict, Forbidden, NotFound, PreconditionFailed, RuleViolation
 from tests.workflows.conftest import (
@@ -97,17 +96,6 @@ states:
 
 def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, tzinfo=SHANGHAI)
-
-
-@pytest.fixture
-async def departments(conn: Connection) -> None:
-    city = await identity_store.upsert_unit(
-        conn, code="demo", kind="city", parent=None, name_zh="市", name_en="City"
-    )
-    for code in ("market", "fire", "urban"):
-        await identity_store.upsert_unit(
-            conn, code=code, kind="department", parent=city, name_zh=code, name_en=code
-        )
 
 
 async def start(conn: Connection, key: str, subject: str = "s-1", version: int | None = None) -> InstanceView:

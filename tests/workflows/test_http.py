@@ -3,57 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 
-from identity.keys import KeyRing
-from identity.tokens import RoleGrant, issue_access_token
-from onewindow.settings import Settings
-from tests.conftest import TEST_SECRET, RollbackDatabase, app_client, build_app
-from tests.workflows.conftest import Clock, Subjects, staff_member, upload
+from tests.conftest import RollbackDatabase
+from tests.workflows.conftest import Clock, staff_member, upload
 from tests.workflows.test_engine import PERMIT, start
-from workflows import engine
 
 Headers = dict[str, str]
-
-
-@pytest.fixture
-async def http(
-    settings: Settings, db: RollbackDatabase, clock: Clock, subjects: Subjects, wf: engine.Runtime
-) -> AsyncIterator[httpx.AsyncClient]:
-    app = build_app(settings, db)
-    # create_app configured the engine for the process; the tests want their clock and kind back.
-    engine.configure(settings.model_copy(update={"timezone": "Asia/Shanghai"}), [subjects], now=clock)
-    async with app_client(app) as client:
-        yield client
-
-
-@pytest.fixture
-async def ring(db: RollbackDatabase) -> KeyRing:
-    keys = KeyRing(db, TEST_SECRET.encode())
-    await keys.load()
-    return keys
-
-
-@pytest.fixture
-def bearer(ring: KeyRing, settings: Settings) -> Any:
-    async def make(subject: str, *grants: tuple[str, str]) -> Headers:
-        roles = tuple(RoleGrant(role=role, unit=path.rsplit("/", 1)[-1], path=path) for role, path in grants)
-        token, _ = await issue_access_token(
-            ring,
-            issuer=settings.public_url,
-            subject=subject,
-            client_id="console",
-            scope="openid staff",
-            lifetime=300,
-            roles=roles,
-        )
-        return {"Authorization": f"Bearer {token}"}
-
-    return make
 
 
 def key() -> Headers:
