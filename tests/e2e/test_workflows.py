@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Iterator
@@ -108,3 +109,73 @@ def test_two_officers_race_over_http_and_a_retry_replays(server: tuple[str, str]
         assert retry.json() == replies[winner].json()
         instance = http.get(f"/api/v1/workflow-instances/{started.json()['id']}", headers=admin).json()
     assert [h["event"] for h in instance["history"]] == ["started", "action"]
+
+
+def test_many_actions_at_once_each_answered_and_written_once(
+    server: tuple[str, str], settings: Settings
+) -> None:
+    """Two dozen officers' actions at the same moment (the live server writes those that wait
+    together in one transaction): each gets its own answer, a refused one its problem+json,
+    and each is written once; retries replay."""
+    base, database_url = server
+    admin = bearer(database_url, settings.public_url, "admin-e2e", ("admin", "demo"))
+    officer = bearer(database_url, settings.public_url, "officer-a", ("officer", "demo/market"))
+    with httpx.Client(base_url=base, timeout=30) as http:
+        uploaded = http.post(
+            "/api/v1/workflow-definitions",
+            content=PERMIT,
+            headers={**admin, "Content-Type": "application/yaml"},
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        tasks = []
+        for n in range(24):
+            started = http.post(f"/e2e/workflows/permit/many-{n}", headers=admin)
+            assert started.status_code == 201, started.text
+            tasks.append(started.json()["open_tasks"][0]["id"])
+    bodies = [{"action": "accept"}] * 24
+    bodies[7] = {"action": "return"}  # its comment is required: 422, and the others go through
+    keys = [str(uuid.uuid4()) for _ in tasks]
+
+    async def send_all() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=24)
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        f"/api/v1/tasks/{task}/actions",
+                        json=body,
+                        headers={**officer, "Idempotency-Key": key},
+                    )
+                    for task, body, key in zip(tasks, bodies, keys, strict=True)
+                )
+            )
+
+    first = run_async(send_all())
+    assert [r.status_code for r in first] == [200] * 7 + [422] + [200] * 16, [r.text for r in first]
+    assert first[7].headers["content-type"] == "application/problem+json"
+    assert first[7].json()["errors"] == [{"pointer": "/comment", "detail": "required for this action"}]
+    again = run_async(send_all())
+    assert [r.status_code for r in again] == [200] * 7 + [422] + [200] * 16
+    assert all(r.headers.get("idempotent-replayed") == "true" for n, r in enumerate(again) if n != 7)
+    assert [r.json() for n, r in enumerate(again) if n != 7] == [
+        r.json() for n, r in enumerate(first) if n != 7
+    ]
+
+    async def written() -> tuple[int, int, int]:
+        db = await PoolDatabase.open(load_settings(database_url=database_url, db_pool_min=0), database_url)
+        try:
+            async with db.connection() as conn:
+                row = await conn.fetchrow(
+                    "SELECT count(*) FILTER (WHERE h.event = 'action') AS actions,"
+                    " count(DISTINCT h.instance_id) FILTER (WHERE h.event = 'action') AS instances,"
+                    " (SELECT count(*) FROM workflows.tasks t JOIN workflows.instances i ON i.id = t.instance_id"
+                    "  WHERE i.subject_id LIKE 'many-%' AND t.status = 'completed') AS completed"
+                    " FROM workflows.history h JOIN workflows.instances i ON i.id = h.instance_id"
+                    " WHERE i.subject_id LIKE 'many-%'"
+                )
+                assert row is not None
+                return row["actions"], row["instances"], row["completed"]
+        finally:
+            await db.close()
+
+    assert run_async(written()) == (23, 23, 23)
