@@ -74,10 +74,11 @@ class Settings(BaseSettings):
         " (workflows/batch.py); 1 gives every action a transaction of its own.",
     )
     task_action_batches: int = Field(
-        default=4,
+        default=8,
         ge=1,
         le=100,
-        description="Most such transactions at once per process (each holds a pooled connection).",
+        description="Most such transactions at once per process (each holds a pooled connection;"
+        " at most ONEWINDOW_DB_POOL_MAX - 1, so other requests get theirs).",
     )
     db_acquire_timeout: float = Field(
         default=5.0, gt=0, description="Seconds a request waits for a database connection before a 503."

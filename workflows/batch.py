@@ -45,7 +45,7 @@ _Waiting = tuple[engine.TaskAction, "asyncio.Future[Outcome]"]
 class ActionBatcher:
     """Task actions of one process, grouped into transactions (see the module's text)."""
 
-    def __init__(self, db: Database, *, most: int = 32, concurrent: int = 4) -> None:
+    def __init__(self, db: Database, *, most: int = 32, concurrent: int = 8) -> None:
         if most < 1 or concurrent < 1:
             raise ValueError("a batch holds at least one action, and one batch at least runs")
         self.db = db

@@ -61,9 +61,9 @@ def _batcher(state: State) -> ActionBatcher:
     found: ActionBatcher | None = state.get(_BATCHER)
     if found is None:
         settings = resources(state).settings
-        found = ActionBatcher(
-            resources(state).db, most=settings.task_action_batch, concurrent=settings.task_action_batches
-        )
+        # Each batch holds a pooled connection: leave one at least for other requests.
+        concurrent = max(1, min(settings.task_action_batches, settings.db_pool_max - 1))
+        found = ActionBatcher(resources(state).db, most=settings.task_action_batch, concurrent=concurrent)
         state[_BATCHER] = found
     return found
 
