@@ -29,7 +29,7 @@ from litestar import Litestar
 from litestar.types import ControllerRouterHandler
 from redis.asyncio import Redis
 
-from identity.keys import ensure_key
+from identity.keys import KeyRing, ensure_key
 from onewindow.app import create_app
 from onewindow.db import Connection, PoolDatabase, connect
 from onewindow.embedded import EmbeddedServers
@@ -171,6 +171,14 @@ async def conn(database_url: str) -> AsyncIterator[Connection]:
 @pytest.fixture
 def db(conn: Connection) -> RollbackDatabase:
     return RollbackDatabase(conn)
+
+
+@pytest.fixture
+async def ring(db: RollbackDatabase) -> KeyRing:
+    """The provider's signing keys, on the test's database (tokens the app under test accepts)."""
+    keys = KeyRing(db, TEST_SECRET.encode())
+    await keys.load()
+    return keys
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from cloudevents.core.formats.json import JSONFormat
 from onewindow.db import Connection
 from tests.channels.ioc_fixtures import ADMIN, NOT_ADMIN, act, drain, ioc_token, report_case, to_handling
 from tests.conftest import RollbackDatabase
-from tests.grid.conftest import bearer, city, clock, http, ring
+from tests.grid.conftest import bearer, city, clock, http
 
-__all__ = ["bearer", "city", "clock", "http", "ioc_token", "ring"]  # fixtures
+__all__ = ["bearer", "city", "clock", "http", "ioc_token"]  # fixtures
 
 ENDPOINTS = "/api/v1/channels/ioc/endpoints"
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "ioc-feed"

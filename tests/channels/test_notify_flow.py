@@ -33,12 +33,12 @@ from tests.channels.notify_fixtures import (
     rows_of,
 )
 from tests.conftest import RollbackDatabase
-from tests.grid.conftest import CENTRE, G0107, RIVERSIDE, WORKER, bearer, city, clock, http, ring
+from tests.grid.conftest import CENTRE, G0107, RIVERSIDE, WORKER, bearer, city, clock, http
 from tests.grid.test_cases import act
 from workflows.api import Actor
 from workflows.events import DeadlineBreached, DeadlineWarned
 
-__all__ = ["bearer", "city", "clock", "http", "notify_gateway", "notify_smtp", "ring"]
+__all__ = ["bearer", "city", "clock", "http", "notify_gateway", "notify_smtp"]
 
 ADDRESS = "reporter@example.org"
 PHONE = "+8613800138000"

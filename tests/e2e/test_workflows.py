@@ -57,18 +57,20 @@ def bearer(database_url: str, issuer: str, subject: str, *grants: tuple[str, str
     return {"Authorization": f"Bearer {run_async(mint())}"}
 
 
+def upload_permit(http: httpx.Client, admin: dict[str, str]) -> None:
+    uploaded = http.post(
+        "/api/v1/workflow-definitions", content=PERMIT, headers={**admin, "Content-Type": "application/yaml"}
+    )
+    assert uploaded.status_code == 201, uploaded.text
+
+
 def test_two_officers_race_over_http_and_a_retry_replays(server: tuple[str, str], settings: Settings) -> None:
     base, database_url = server
     admin = bearer(database_url, settings.public_url, "admin-e2e", ("admin", "demo"))
     one = bearer(database_url, settings.public_url, "officer-a", ("officer", "demo/market"))
     two = bearer(database_url, settings.public_url, "officer-b", ("officer", "demo/market"))
     with httpx.Client(base_url=base, timeout=30) as http:
-        uploaded = http.post(
-            "/api/v1/workflow-definitions",
-            content=PERMIT,
-            headers={**admin, "Content-Type": "application/yaml"},
-        )
-        assert uploaded.status_code == 201, uploaded.text
+        upload_permit(http, admin)
         started = http.post("/e2e/workflows/permit/race-1", headers=admin)
         assert started.status_code == 201, started.text
         task_id = started.json()["open_tasks"][0]["id"]
@@ -121,12 +123,7 @@ def test_many_actions_at_once_each_answered_and_written_once(
     admin = bearer(database_url, settings.public_url, "admin-e2e", ("admin", "demo"))
     officer = bearer(database_url, settings.public_url, "officer-a", ("officer", "demo/market"))
     with httpx.Client(base_url=base, timeout=30) as http:
-        uploaded = http.post(
-            "/api/v1/workflow-definitions",
-            content=PERMIT,
-            headers={**admin, "Content-Type": "application/yaml"},
-        )
-        assert uploaded.status_code == 201, uploaded.text
+        upload_permit(http, admin)
         tasks = []
         for n in range(24):
             started = http.post(f"/e2e/workflows/permit/many-{n}", headers=admin)

@@ -28,7 +28,7 @@ from identity.seed import DEMO_ACCOUNTS, DEMO_UNITS, seed_demo
 from identity.tokens import issue_access_token
 from onewindow.db import Connection
 from onewindow.settings import Settings
-from tests.conftest import TEST_SECRET, RollbackDatabase, app_client, build_app
+from tests.conftest import RollbackDatabase, app_client, build_app
 
 A = "/api/v1/identity/admin"
 GOOD_PASSWORD = "correct horse battery staple"
@@ -37,13 +37,6 @@ NATIONAL_ID = "11010519491231002" + prc_id_check_character("11010519491231002")
 
 
 # --- fixtures and helpers ------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def ring(db: RollbackDatabase) -> KeyRing:
-    keys = KeyRing(db, TEST_SECRET.encode())
-    await keys.load()
-    return keys
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from identity.senders import STATE_KEY, Channel, LogSender, Sender
 from onewindow.db import Connection
 from onewindow.errors import Conflict
 from onewindow.settings import Settings
-from tests.conftest import TEST_SECRET, RollbackDatabase, app_client, build_app
+from tests.conftest import RollbackDatabase, app_client, build_app
 from tests.identity.test_admin import bearer_for, machine_bearer, pointers, problem
 
 R = "/api/v1/identity/registrations"
@@ -94,13 +94,6 @@ async def http(
     app.state[STATE_KEY] = _is_a_sender(sender)
     async with app_client(app) as client:
         yield client
-
-
-@pytest.fixture
-async def ring(db: RollbackDatabase) -> KeyRing:
-    keys = KeyRing(db, TEST_SECRET.encode())
-    await keys.load()
-    return keys
 
 
 @pytest.fixture

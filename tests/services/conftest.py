@@ -33,7 +33,7 @@ from onewindow.db import Connection
 from onewindow.settings import Settings
 from services import api as services_api
 from services import applications, catalog, catalog_store
-from tests.conftest import TEST_SECRET, RollbackDatabase, app_client, build_app
+from tests.conftest import RollbackDatabase, app_client, build_app
 from tests.workflows.conftest import Clock
 from workflows import engine
 from workflows.api import Actor
@@ -287,13 +287,6 @@ async def http(
     configure(settings, clock)  # create_app configured the engine for the process; the tests want their clock
     async with app_client(app) as client:
         yield client
-
-
-@pytest.fixture
-async def ring(db: RollbackDatabase) -> KeyRing:
-    keys = KeyRing(db, TEST_SECRET.encode())
-    await keys.load()
-    return keys
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from identity.keys import KeyRing
 from identity.tokens import issue_access_token
 from onewindow.db import Connection, PoolDatabase
 from onewindow.settings import Settings
-from tests.conftest import TEST_SECRET, RollbackDatabase, app_client, build_app
+from tests.conftest import RollbackDatabase, app_client, build_app
 from workflows import engine, store
 from workflows.api import Actor, Ending, SubjectContext, Transition
 from workflows.definitions import parse
@@ -171,13 +171,6 @@ async def http(
     engine.configure(settings.model_copy(update={"timezone": "Asia/Shanghai"}), [subjects], now=clock)
     async with app_client(app) as client:
         yield client
-
-
-@pytest.fixture
-async def ring(db: RollbackDatabase) -> KeyRing:
-    keys = KeyRing(db, TEST_SECRET.encode())
-    await keys.load()
-    return keys
 
 
 @pytest.fixture
