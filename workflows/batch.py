@@ -97,6 +97,11 @@ class ActionBatcher:
         try:
             async with self.db.transaction() as conn:
                 outcomes = await engine.act_together(conn, [action for action, _ in batch])
+        except Unavailable as exc:  # no connection: each alone would only wait as long again
+            for _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(Unavailable(exc.detail))
+            return
         except Exception as exc:  # rolled back: each acts alone, for its own answer
             log.info(
                 "task actions: a batch of %d rolled back (%s); each acts alone",

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections import Counter
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 import msgspec
@@ -15,7 +15,7 @@ import pytest
 
 from onewindow import idempotency
 from onewindow.db import Connection, PoolDatabase
-from onewindow.errors import RuleViolation
+from onewindow.errors import RuleViolation, Unavailable
 from tests.conftest import RollbackDatabase
 from tests.workflows.conftest import Subjects, hooks, officer, upload
 from tests.workflows.test_engine import PERMIT, joint, start
@@ -217,3 +217,35 @@ async def test_many_actions_over_http_at_once(
     assert replies[4].headers["content-type"] == "application/problem+json"
     assert all(r.json()["task"]["status"] == "completed" for r in replies if r.status_code == 200)
     assert len(await action_xmins(db.conn)) == 9
+
+
+class Unreachable:
+    """A `Database` whose server is down: no connection, no transaction."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def __aenter__(self) -> Connection:
+        self.attempts += 1
+        raise Unavailable("The database cannot be reached; try again shortly.")
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def transaction(self) -> Unreachable:
+        return self
+
+    def connection(self) -> Unreachable:
+        return self
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_batch_without_a_database_answers_503_at_once() -> None:
+    """No connection for a batch: every action in it is a 503 at once, not one wait after another."""
+    down = Unreachable()
+    batcher = ActionBatcher(down, most=8, concurrent=1)
+    results = await asyncio.gather(*(batcher.act(accept(uuid4())) for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(r, Unavailable) for r in results)
+    assert down.attempts == 1
