@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -24,11 +23,10 @@ from identity.api import ROLES
 from identity.credentials import normalise_national_id, normalise_phone, prc_id_check_character
 from identity.keys import KeyRing
 from identity.registration import PersonalData
-from identity.seed import DEMO_ACCOUNTS, DEMO_UNITS, seed_demo
+from identity.seed import DEMO_ACCOUNTS, DEMO_UNITS
 from identity.tokens import issue_access_token
 from onewindow.db import Connection
 from onewindow.settings import Settings
-from tests.conftest import RollbackDatabase, app_client, build_app
 
 A = "/api/v1/identity/admin"
 GOOD_PASSWORD = "correct horse battery staple"
@@ -40,12 +38,9 @@ NATIONAL_ID = "11010519491231002" + prc_id_check_character("11010519491231002")
 
 
 @pytest.fixture
-async def http(
-    settings: Settings, db: RollbackDatabase, conn: Connection
-) -> AsyncIterator[httpx.AsyncClient]:
-    await seed_demo(conn, settings)
-    async with app_client(build_app(settings, db)) as client:
-        yield client
+def http(browser: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The demo city's app (tests/identity/conftest.py `browser`), under this file's name."""
+    return browser
 
 
 async def person_id(conn: Connection, username: str) -> UUID:

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 
-from identity.seed import seed_demo
 from onewindow.db import Connection
-from onewindow.settings import Settings
-from tests.conftest import RollbackDatabase, app_client, build_app
 
 IOC = ("ioc", "ioc-demo-secret")
 CONSOLE = ("console", "console-demo-secret")
 
 
 @pytest.fixture
-async def http(
-    settings: Settings, db: RollbackDatabase, conn: Connection
-) -> AsyncIterator[httpx.AsyncClient]:
-    await seed_demo(conn, settings)
-    async with app_client(build_app(settings, db)) as client:
-        yield client
+def http(browser: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The demo city's app (tests/identity/conftest.py `browser`), under this file's name."""
+    return browser
 
 
 async def _ioc_token(http: httpx.AsyncClient, scope: str | None = "ioc.feed") -> httpx.Response:
