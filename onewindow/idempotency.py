@@ -84,6 +84,17 @@ class Claim(msgspec.Struct, frozen=True):
         sql = f"onewindow.reserve_idempotency_key(${param}, ${param + 1}, ${param + 2}, ${param + 3})"
         return sql, [self.principal, self.scope, self.key, self.fingerprint]
 
+    def row(self) -> dict[str, Any]:
+        """The claim as a json row, for statements that take several (json_to_recordset with
+        principal, scope, key and fingerprint as text: msgspec writes the bytes as base64, which
+        the statement decodes)."""
+        return {
+            "principal": self.principal,
+            "scope": self.scope,
+            "key": self.key,
+            "fingerprint": self.fingerprint,
+        }
+
     def answer(self, status: int, reply: Any) -> Answer:
         return Answer(claim=self, status=status, reply=reply)
 
@@ -106,18 +117,9 @@ def staged(answers: Sequence[Answer], param: int) -> tuple[str, list[Any]]:
         f" a.reply FROM json_to_recordset(${param}::json) AS a(principal text, scope text, key text,"
         " fingerprint text, status integer, reply json))"
     )
-    rows = [
-        {
-            "principal": answer.claim.principal,
-            "scope": answer.claim.scope,
-            "key": answer.claim.key,
-            "fingerprint": answer.claim.fingerprint,  # base64 in json (msgspec), decoded above
-            "status": answer.status,
-            "reply": answer.reply,
-        }
-        for answer in answers
+    return sql, [
+        [{**answer.claim.row(), "status": answer.status, "reply": answer.reply} for answer in answers]
     ]
-    return sql, [rows]
 
 
 def stored(found: Any) -> Stored | None:

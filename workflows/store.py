@@ -341,18 +341,7 @@ async def lock_steps_of_tasks(
     such task) and what the reservation found (`idempotency.stored` reads it: None, go ahead)."""
     rows = await conn.fetch(
         _LOCK_STEPS,
-        [
-            {"task": task_id}
-            if claim is None
-            else {
-                "task": task_id,
-                "principal": claim.principal,
-                "scope": claim.scope,
-                "key": claim.key,
-                "fingerprint": claim.fingerprint,  # base64 in json (msgspec), decoded above
-            }
-            for task_id, claim in tasks
-        ],
+        [{"task": task_id, **({} if claim is None else claim.row())} for task_id, claim in tasks],
     )
     found: list[tuple[LockedStep | None, Any]] = [(None, None)] * len(tasks)
     for row in rows:
